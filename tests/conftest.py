@@ -1,0 +1,68 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from torchvision import transforms
+
+from app.main import create_app
+from app.settings import Settings
+from mnist_core.network import NeuralNetwork
+from tests.helpers import REPO_ROOT, synthetic_digits, write_idx_images, write_idx_labels
+
+SHIPPED_WEIGHTS = REPO_ROOT / "models" / "mnist_ffn.pt"
+MNIST_DIR = Path(os.environ.get("MNIST_DATA_DIR", REPO_ROOT.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def mnist_test_split():
+    """The real MNIST test split (uint8 images, labels) from ../shared/datasets."""
+    if not (MNIST_DIR / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+        pytest.skip(f"real MNIST not found in {MNIST_DIR} (set MNIST_DATA_DIR to its folder)")
+    from training.data import load_mnist
+
+    _, test_split = load_mnist(MNIST_DIR, download=False)
+    return test_split
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path: Path) -> Path:
+    """A small learnable dataset in torchvision's MNIST layout, as real IDX files."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, count, seed in (("train", 512, 1), ("t10k", 128, 2)):
+        images, labels = synthetic_digits(count, seed)
+        write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return tmp_path / "data"
+
+
+def make_client(**overrides) -> TestClient:
+    settings = Settings(**{"model_path": SHIPPED_WEIGHTS, "device": "cpu", **overrides})
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture(scope="module")
+def client():
+    """The service with the shipped weights, its lifespan running."""
+    with make_client() as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def reference_model() -> NeuralNetwork:
+    """The shipped weights in a plain network, loaded without any of the service's code."""
+    model = NeuralNetwork()
+    model.load_state_dict(torch.load(SHIPPED_WEIGHTS, weights_only=True))
+    return model.eval()
+
+
+@torch.inference_mode()
+def reference_probabilities(model: NeuralNetwork, images: torch.Tensor) -> np.ndarray:
+    """Softmax scores for uint8 dataset images (N, 28, 28), prepared as torchvision's ToTensor does."""
+    to_tensor = transforms.ToTensor()
+    inputs = torch.stack([to_tensor(image.numpy()).reshape(-1) for image in images])
+    return torch.softmax(model(inputs), dim=1).numpy()
