@@ -1,0 +1,1 @@
+"""The inference service: FastAPI app serving the MNIST network (see app.main)."""

@@ -1,0 +1,60 @@
+"""`python -m app`: serve with the host, port and worker count from the settings.
+
+With several workers the metrics go through prometheus-client's multiprocess mode, and a
+worker that fails to start (bad weights, say) stops the whole server with a non-zero exit.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from app.metrics import MULTIPROCESS_ENV
+from app.observability import configure_logging
+from app.settings import Settings, SettingsError
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    config = uvicorn.Config(
+        "app.main:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        server_header=False,
+    )
+    if settings.workers == 1:
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE
+    return _run_workers(config)
+
+
+def _run_workers(config: uvicorn.Config) -> int:
+    owns_metrics_dir = MULTIPROCESS_ENV not in os.environ
+    if owns_metrics_dir:
+        os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="mnist-serve-metrics-")
+    try:
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+        failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
+        return STARTUP_FAILURE if failed else 0
+    finally:
+        if owns_metrics_dir:
+            shutil.rmtree(os.environ[MULTIPROCESS_ENV], ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

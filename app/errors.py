@@ -1,0 +1,70 @@
+"""Errors a client can cause, each with its HTTP status and the reason label used in metrics.
+
+They derive from Starlette's HTTPException so that one raised while FastAPI reads the request
+body (the upload limits do that) reaches the error handler unchanged instead of being turned
+into a generic 400.
+"""
+
+from starlette.exceptions import HTTPException
+
+
+class ClientError(HTTPException):
+    """Answered as `{"detail": message}` with `status_code`."""
+
+    status_code = 400
+    reason = "bad_request"
+    response_headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(status_code=type(self).status_code, detail=detail, headers=self.response_headers)
+
+
+class InvalidImageError(ClientError):
+    reason = "invalid_image"
+
+
+class ImageTooLargeError(ClientError):
+    """The image declares more pixels than allowed: refused before its pixels are decoded."""
+
+    reason = "decompression_bomb"
+
+
+class NoInkError(ClientError):
+    reason = "no_ink"
+
+
+class BadBatchError(ClientError):
+    reason = "bad_batch"
+
+
+class UnsupportedMediaTypeError(ClientError):
+    status_code = 415
+    reason = "unsupported_media_type"
+
+
+class PayloadTooLargeError(ClientError):
+    status_code = 413
+    reason = "payload_too_large"
+
+
+class UnauthorizedError(ClientError):
+    status_code = 401
+    reason = "unauthorized"
+    response_headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012
+
+
+class BodyTimeoutError(ClientError):
+    status_code = 408
+    reason = "body_timeout"
+
+
+class OverloadedError(ClientError):
+    status_code = 503
+    reason = "overloaded"
+    response_headers = {"Retry-After": "1"}  # noqa: RUF012
+
+
+class NotReadyError(ClientError):
+    status_code = 503
+    reason = "not_ready"
+    response_headers = {"Retry-After": "1"}  # noqa: RUF012

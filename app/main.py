@@ -1,0 +1,111 @@
+"""The FastAPI application: `uvicorn app.main:app`, or `python -m app` to use the settings' workers.
+
+Settings are read when the application is built; the model is loaded in the lifespan, so
+importing this module loads nothing and a server only accepts traffic once the model is warm.
+"""
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import metrics
+from app.error_handlers import install_error_handlers, respond_with_error
+from app.limits import MULTIPART_OVERHEAD_BYTES, UploadGuardMiddleware
+from app.model import ModelLoadError, load_classifier
+from app.observability import RequestObservabilityMiddleware, configure_logging
+from app.pipeline import PredictionPipeline
+from app.routes import router
+from app.settings import Settings
+
+logger = logging.getLogger("mnist.service")
+
+DESCRIPTION = """
+Classifies handwritten digits with the classic MNIST feed-forward network (784 -> 50 -> ReLU -> 10).
+
+Send an image with `curl -F file=@digit.png http://127.0.0.1:8000/predict`. A 28x28 grayscale
+MNIST-style digit is used as is; photos, scans and drawings are normalised like MNIST first.
+Errors are JSON `{"detail": "..."}` with the status codes listed on each endpoint.
+"""
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    configure_logging(settings.log_level, settings.log_format)
+    torch.set_num_threads(settings.torch_threads)
+    classifier = load_classifier(settings.model_path, settings.device, settings.allow_sha256_mismatch)
+    info = classifier.info
+    metrics.MODEL_INFO.labels(info.sha256, info.device, info.torch_version, str(info.hidden_size)).set(1)
+    app.state.pipeline = PredictionPipeline(classifier, settings.max_image_pixels)
+    logger.info(
+        "serving %s (sha256 %s, test accuracy %s %%) on %s with %d torch thread(s)",
+        info.path,
+        info.sha256,
+        info.test_accuracy if info.test_accuracy is not None else "unknown",
+        info.device,
+        torch.get_num_threads(),
+    )
+    try:
+        yield
+    finally:
+        app.state.pipeline = None
+        metrics.mark_worker_exited()
+
+
+class _ConciseStartupFailure:
+    """Report a model or configuration problem at startup as one line, not a traceback.
+
+    Uvicorn logs whatever text comes with `lifespan.startup.failed`, and Starlette puts the
+    whole traceback there; for a missing or bad weights file the operator needs the message.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_concisely(message: Message) -> None:
+            # Starlette sends this message from inside its `except` block, so the error
+            # being handled is the one that stopped the startup.
+            error = sys.exc_info()[1]
+            if message["type"] == "lifespan.startup.failed" and isinstance(error, ModelLoadError):
+                message = {**message, "message": f"cannot start: {error}"}
+            await send(message)
+
+        await self.app(scope, receive, send_concisely)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings if settings is not None else Settings.from_env()
+    app = FastAPI(title="mnist-serve", version="1.0.0", description=DESCRIPTION, lifespan=_lifespan)
+    app.state.settings = settings
+    app.state.pipeline = None
+    install_error_handlers(app)
+    app.include_router(router)
+    body_limits = {
+        "/predict": settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+        "/predict/batch": settings.max_batch * (settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES),
+    }
+    # Starlette runs the middleware added last first: startup reporting, then request
+    # ids, logs and metrics around everything, then the upload limits.
+    app.add_middleware(
+        UploadGuardMiddleware,
+        body_limits=body_limits,
+        max_concurrency=settings.max_concurrency,
+        body_timeout_seconds=settings.body_timeout_seconds,
+        respond_with_error=respond_with_error,
+    )
+    app.add_middleware(RequestObservabilityMiddleware, route_paths=frozenset(body_limits))
+    app.add_middleware(_ConciseStartupFailure)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,63 @@
+"""Prometheus metrics, correct with several workers through prometheus-client's multiprocess mode.
+
+`python -m app` sets PROMETHEUS_MULTIPROC_DIR before starting more than one worker; each worker
+then writes its values to files there and `/metrics` sums them over all workers.
+"""
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_INFERENCE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1)
+_UPLOAD_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+
+REQUESTS = Counter(
+    "mnist_http_requests_total", "HTTP requests answered, by route, method and status", ["route", "method", "status"]
+)
+REQUEST_SECONDS = Histogram(
+    "mnist_http_request_duration_seconds",
+    "Time from request start to the end of the response, by route and status",
+    ["route", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("mnist_http_requests_in_flight", "HTTP requests being handled now", multiprocess_mode="livesum")
+INFERENCE_SECONDS = Histogram(
+    "mnist_inference_duration_seconds",
+    "Time of the model call alone (forward pass and softmax), per call",
+    buckets=_INFERENCE_BUCKETS,
+)
+PREDICTIONS = Counter("mnist_predictions_total", "Digits predicted, by predicted class", ["class"])
+UPLOAD_BYTES = Histogram("mnist_upload_bytes", "Size of each uploaded image file in bytes", buckets=_UPLOAD_BUCKETS)
+REJECTED = Counter("mnist_rejected_requests_total", "Requests refused with a 4xx or 503, by reason", ["reason"])
+MODEL_INFO = Gauge(
+    "mnist_model_info",
+    "The served model; always 1, the facts are in the labels",
+    ["sha256", "device", "torch_version", "hidden_size"],
+    multiprocess_mode="max",
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of this process, or of all workers in multiprocess mode."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_worker_exited() -> None:
+    """Drop this worker's live gauges from the shared files when it stops."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        multiprocess.mark_process_dead(os.getpid())

@@ -1,0 +1,139 @@
+"""Loading the served weights safely and running the network on prepared digits."""
+
+import json
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, NUM_CLASSES, pixels_to_input
+from mnist_core.device import DeviceUnavailableError, resolve_device
+from mnist_core.files import file_sha256, metadata_path_for
+from mnist_core.network import NeuralNetwork, hidden_size_of
+
+logger = logging.getLogger(__name__)
+
+_EXPECTED_KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+
+
+class ModelLoadError(Exception):
+    """The weights cannot be served; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: Path
+    sha256: str
+    hidden_size: int
+    device: str
+    torch_version: str
+    metadata: dict[str, Any] | None
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return (self.metadata or {}).get("test", {}).get("accuracy")
+
+
+class DigitClassifier:
+    """The loaded network on its device; safe to call from several threads at once."""
+
+    def __init__(self, network: NeuralNetwork, device: torch.device, info: ModelInfo) -> None:
+        self.network = network
+        self.device = device
+        self.info = info
+
+    @torch.inference_mode()
+    def probabilities(self, digits: np.ndarray) -> np.ndarray:
+        """uint8 digits (N, 28, 28) -> float32 softmax probabilities (N, 10), rows summing to 1."""
+        inputs = pixels_to_input(torch.from_numpy(digits)).to(self.device)
+        return torch.softmax(self.network(inputs), dim=1).cpu().numpy()
+
+
+def load_classifier(path: Path, device_name: str, allow_sha256_mismatch: bool = False) -> DigitClassifier:
+    """Load, check and warm up the weights at `path`, or raise ModelLoadError saying why not."""
+    try:
+        device = resolve_device(device_name)
+    except DeviceUnavailableError as error:
+        raise ModelLoadError(f"cannot serve {path} on DEVICE={device_name}: {error}") from None
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: weights file not found")
+    sha256 = file_sha256(path)
+    metadata = _read_metadata(path)
+    _check_sha256(path, sha256, metadata, allow_sha256_mismatch)
+    state_dict = _read_state_dict(path)
+    hidden_size = hidden_size_of(state_dict)
+    network = NeuralNetwork(hidden_size=hidden_size)
+    network.load_state_dict(state_dict)
+    network.to(device).eval().requires_grad_(False)
+    info = ModelInfo(path, sha256, hidden_size, str(device), torch.__version__, metadata)
+    classifier = DigitClassifier(network, device, info)
+    # The first call pays for lazy kernel and allocator set-up; do it before taking traffic.
+    classifier.probabilities(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
+    return classifier
+
+
+def _read_metadata(path: Path) -> dict[str, Any] | None:
+    metadata_path = metadata_path_for(path)
+    if not metadata_path.is_file():
+        return None
+    try:
+        metadata = json.loads(metadata_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"{metadata_path}: unreadable metadata ({error})") from None
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{metadata_path}: metadata must be a JSON object")
+    return metadata
+
+
+def _check_sha256(path: Path, sha256: str, metadata: dict[str, Any] | None, allow_mismatch: bool) -> None:
+    if metadata is None:
+        logger.warning("no metadata beside %s: its sha256 %s is not verified", path, sha256)
+        return
+    expected = metadata.get("weights", {}).get("sha256")
+    if expected == sha256:
+        return
+    message = f"{path}: sha256 {sha256} does not match {expected} recorded in {metadata_path_for(path)}"
+    if not allow_mismatch:
+        raise ModelLoadError(message + " (set ALLOW_SHA256_MISMATCH=1 to serve it anyway)")
+    logger.warning("%s; serving it because ALLOW_SHA256_MISMATCH is set", message)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        # weights_only refuses any pickle that would construct objects other than tensors
+        # and plain containers, so a weights file cannot run code.
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{path}: not a loadable weights-only state_dict ({first_line[:300]})") from None
+    _check_shapes(path, state_dict)
+    return state_dict
+
+
+def _check_shapes(path: Path, state_dict: Any) -> None:
+    if not isinstance(state_dict, dict) or set(state_dict) != set(_EXPECTED_KEYS):
+        found = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
+        raise ModelLoadError(f"{path}: expected a state_dict with keys {list(_EXPECTED_KEYS)}, found {found}")
+    if not all(isinstance(tensor, torch.Tensor) and tensor.is_floating_point() for tensor in state_dict.values()):
+        raise ModelLoadError(f"{path}: every entry must be a floating-point tensor")
+    if state_dict["fc1.weight"].dim() != 2:
+        shape = tuple(state_dict["fc1.weight"].shape)
+        raise ModelLoadError(f"{path}: fc1.weight must be a matrix, found shape {shape}")
+    hidden = hidden_size_of(state_dict)
+    expected = {
+        "fc1.weight": (hidden, INPUT_SIZE),
+        "fc1.bias": (hidden,),
+        "fc2.weight": (NUM_CLASSES, hidden),
+        "fc2.bias": (NUM_CLASSES,),
+    }
+    for key, shape in expected.items():
+        if tuple(state_dict[key].shape) != shape:
+            raise ModelLoadError(
+                f"{path}: {key} has shape {tuple(state_dict[key].shape)}, expected {shape} "
+                f"for a {INPUT_SIZE}-{hidden}-{NUM_CLASSES} network"
+            )

@@ -1,0 +1,180 @@
+"""The HTTP endpoints. Handlers stay thin: read the upload, run the pipeline, shape the answer."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from app import metrics
+from app.decode import ACCEPTED_DESCRIPTION
+from app.errors import BadBatchError, NotReadyError, PayloadTooLargeError
+from app.observability import annotate_access_log
+from app.pipeline import PredictionPipeline, Upload
+from app.responses import prediction_bodies
+from app.schemas import (
+    VALIDATION_RESPONSE,
+    BatchPrediction,
+    Health,
+    ModelDescription,
+    Prediction,
+    Readiness,
+    error_response,
+)
+from app.security import require_api_key
+from mnist_core.contract import CONTRACT_DESCRIPTION
+from mnist_core.network import describe_architecture
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: error_response(
+        "Not an image, a damaged image, an image declaring too many pixels, or a blank image",
+        f"not a recognised image; send {ACCEPTED_DESCRIPTION}",
+    ),
+    401: error_response(
+        "API_KEY is set and the request has no valid key",
+        "missing or invalid API key: send Authorization: Bearer <key> or X-API-Key: <key>",
+    ),
+    408: error_response("The request body did not arrive in time", "the request body did not arrive within 10 s"),
+    413: error_response(
+        "The upload is larger than MAX_UPLOAD_BYTES", "the request body exceeds the limit of 1064960 bytes"
+    ),
+    415: error_response(
+        "A format that is not accepted, or a body that is not multipart/form-data",
+        f"PDF is not an accepted image format; send {ACCEPTED_DESCRIPTION}",
+    ),
+    422: VALIDATION_RESPONSE,
+    503: error_response(
+        "The model is not loaded yet, or too many uploads are in progress (see Retry-After)",
+        "the server is busy (64 uploads in progress); retry in a moment",
+    ),
+}
+_MODEL_ERRORS = {status: _ERRORS[status] for status in (401, 503)}
+_UPLOAD_DESCRIPTION = (
+    f"An image file: {ACCEPTED_DESCRIPTION}. A 28x28 8-bit grayscale image (white digit on black, like MNIST) "
+    "is used pixel for pixel; any other image is normalised like MNIST (light background inverted, ink "
+    "cropped, fitted to 20x20, centred by mass in 28x28). The content type and filename sent are ignored."
+)
+
+router = APIRouter()
+protected = [Depends(require_api_key)]
+
+
+def _pipeline(request: Request) -> PredictionPipeline:
+    pipeline: PredictionPipeline | None = request.app.state.pipeline
+    if pipeline is None:
+        raise NotReadyError("the model is not loaded yet; retry in a moment")
+    return pipeline
+
+
+async def _read_upload(file: UploadFile, max_bytes: int, index: int | None = None) -> Upload:
+    data = await file.read()
+    upload = Upload(data=data, filename=file.filename, index=index)
+    metrics.UPLOAD_BYTES.observe(len(data))
+    if len(data) > max_bytes:
+        where = "the file" if index is None else upload.describe()
+        raise PayloadTooLargeError(f"{where} is {len(data)} bytes; the limit is {max_bytes} (MAX_UPLOAD_BYTES)")
+    return upload
+
+
+@router.post(
+    "/predict",
+    summary="Classify one digit image",
+    description="Send one image as multipart field `file`, as in `curl -F file=@digit.png .../predict`.",
+    response_model=Prediction,
+    responses=_ERRORS,
+    dependencies=protected,
+    tags=["prediction"],
+)
+async def predict(
+    request: Request,
+    file: Annotated[UploadFile, File(description=_UPLOAD_DESCRIPTION)],
+    pipeline: Annotated[PredictionPipeline, Depends(_pipeline)],
+) -> Response:
+    form = await request.form()
+    if len(form.getlist("file")) > 1:
+        raise BadBatchError("send exactly one file in field 'file'; use /predict/batch (field 'files') for several")
+    upload = await _read_upload(file, request.app.state.settings.max_upload_bytes)
+    [body] = prediction_bodies(await pipeline.predict([upload]))
+    annotate_access_log(request, **{"class": body["class"], "confidence": round(body["confidence"], 4)})
+    return JSONResponse(body)
+
+
+@router.post(
+    "/predict/batch",
+    summary="Classify several digit images in one forward pass",
+    description="Send 1 to MAX_BATCH images as repeated multipart field `files` "
+    "(`curl -F files=@a.png -F files=@b.png .../predict/batch`). Predictions come back in upload order; "
+    "one bad file fails the whole request with a message naming it (index and filename).",
+    response_model=BatchPrediction,
+    responses=_ERRORS,
+    dependencies=protected,
+    tags=["prediction"],
+)
+async def predict_batch(
+    request: Request,
+    files: Annotated[list[UploadFile], File(description=_UPLOAD_DESCRIPTION)],
+    pipeline: Annotated[PredictionPipeline, Depends(_pipeline)],
+) -> Response:
+    settings = request.app.state.settings
+    if len(files) > settings.max_batch:
+        raise BadBatchError(f"{len(files)} files sent; at most {settings.max_batch} per batch (MAX_BATCH)")
+    uploads = [await _read_upload(file, settings.max_upload_bytes, index) for index, file in enumerate(files)]
+    bodies = prediction_bodies(await pipeline.predict(uploads))
+    annotate_access_log(request, files=len(bodies), classes="".join(str(body["class"]) for body in bodies))
+    return JSONResponse({"predictions": bodies})
+
+
+@router.get("/healthz", summary="Liveness: the process is up", response_model=Health, tags=["operations"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the model is loaded and warmed up",
+    response_model=Readiness,
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "Still starting or shutting down",
+            "content": {"application/json": {"example": {"status": "not ready"}}},
+        }
+    },
+    tags=["operations"],
+)
+async def readyz(request: Request) -> Response:
+    ready = request.app.state.pipeline is not None
+    return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+
+
+@router.get(
+    "/model",
+    summary="The served model: architecture, device, weights sha256, test accuracy",
+    response_model=ModelDescription,
+    responses=_MODEL_ERRORS,
+    dependencies=protected,
+    tags=["operations"],
+)
+async def model_description(pipeline: Annotated[PredictionPipeline, Depends(_pipeline)]) -> dict[str, Any]:
+    info = pipeline.classifier.info
+    return {
+        "architecture": describe_architecture(info.hidden_size),
+        "hidden_size": info.hidden_size,
+        "device": info.device,
+        "weights_path": str(info.path),
+        "weights_sha256": info.sha256,
+        "test_accuracy": info.test_accuracy,
+        "torch_version": info.torch_version,
+        "input_contract": CONTRACT_DESCRIPTION,
+    }
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text exposition format)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"example": "mnist_http_requests_total{...} 1.0"}}}},
+    tags=["operations"],
+)
+async def prometheus_metrics() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,79 @@
+"""Response bodies as documented in the OpenAPI schema, with examples for /docs."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mnist_core.contract import NUM_CLASSES
+
+_EXAMPLE_SCORES = [2.1e-06, 1.3e-05, 0.00041, 0.0011, 3.2e-07, 1.9e-05, 1.1e-09, 0.99827, 8.4e-06, 0.00017]
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+        json_schema_extra={"example": {"class": 7, "confidence": 0.99827, "scores": _EXAMPLE_SCORES}},
+    )
+
+    predicted_class: int = Field(alias="class", ge=0, le=NUM_CLASSES - 1, description="the predicted digit")
+    confidence: float = Field(ge=0, le=1, description="the predicted class's probability, scores[class]")
+    scores: list[float] = Field(
+        min_length=NUM_CLASSES,
+        max_length=NUM_CLASSES,
+        description="softmax probabilities of the digits 0-9 in order; they sum to 1",
+    )
+
+
+class BatchPrediction(BaseModel):
+    predictions: list[Prediction] = Field(description="one prediction per uploaded file, in upload order")
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="what was wrong with the request, in words")
+
+
+class ValidationErrorBody(BaseModel):
+    detail: str = Field(description="the validation problems, in words")
+    errors: list[dict[str, Any]] = Field(description="FastAPI's structured validation errors")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+
+
+class ModelDescription(BaseModel):
+    architecture: str = Field(examples=["784 -> 50 -> ReLU -> 10"])
+    hidden_size: int
+    device: str = Field(examples=["cpu"])
+    weights_path: str
+    weights_sha256: str
+    test_accuracy: float | None = Field(description="percent on the 10,000 MNIST test images, from the .json")
+    torch_version: str
+    input_contract: dict[str, str]
+
+
+def error_response(description: str, example: str) -> dict[str, Any]:
+    """An entry for a route's `responses=`: the error schema with one example body."""
+    return {
+        "model": ErrorBody,
+        "description": description,
+        "content": {"application/json": {"example": {"detail": example}}},
+    }
+
+
+VALIDATION_RESPONSE: dict[str, Any] = {
+    "model": ValidationErrorBody,
+    "description": "The request is not a multipart upload with the expected field",
+    "content": {
+        "application/json": {
+            "example": {
+                "detail": "body.file: Field required",
+                "errors": [{"type": "missing", "loc": ["body", "file"], "msg": "Field required"}],
+            }
+        }
+    },
+}

@@ -1,0 +1,215 @@
+"""The service over HTTP (TestClient, lifespan running): predictions, parity, errors, batches."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.pipeline import INLINE_PIXEL_BUDGET
+from tests.conftest import make_client, reference_probabilities
+from tests.helpers import drawn_digit, encode, multipart_body, png_declaring, png_of
+
+
+def _predict(client, data: bytes, filename: str = "digit.png"):
+    return client.post("/predict", files={"file": (filename, data, "image/png")})
+
+
+def _assert_prediction_shape(body: dict) -> None:
+    assert set(body) == {"class", "confidence", "scores"}
+    scores = body["scores"]
+    assert len(scores) == 10 and all(0.0 <= score <= 1.0 for score in scores)
+    assert sum(scores) == pytest.approx(1.0, abs=1e-5)
+    assert body["class"] == int(np.argmax(scores))
+    assert body["confidence"] == scores[body["class"]]
+
+
+def test_predict_classifies_a_real_test_digit(client, mnist_test_split):
+    response = _predict(client, png_of(mnist_test_split.images[0].numpy()))
+    assert response.status_code == 200
+    body = response.json()
+    _assert_prediction_shape(body)
+    assert body["class"] == int(mnist_test_split.labels[0]) == 7
+
+
+def test_http_predictions_equal_the_model_on_dataset_tensors(client, mnist_test_split, reference_model):
+    images = mnist_test_split.images[:200]
+    expected = reference_probabilities(reference_model, images)
+    for image, expected_scores in zip(images, expected, strict=True):
+        body = _predict(client, png_of(image.numpy())).json()
+        assert body["class"] == int(expected_scores.argmax())
+        np.testing.assert_allclose(body["scores"], expected_scores, rtol=0, atol=1e-6)
+
+
+def test_dark_digits_on_white_280px_canvases_are_recognised(client, mnist_test_split):
+    """Upscaled, inverted test digits: the path for drawings and scans, not the 28x28 fast path."""
+    images, labels = mnist_test_split.images[:100], mnist_test_split.labels[:100]
+    correct = 0
+    for image, label in zip(images, labels, strict=True):
+        big = Image.fromarray(255 - image.numpy()).resize((280, 280), Image.Resampling.BILINEAR)
+        correct += _predict(client, encode(big)).json()["class"] == int(label)
+    assert correct >= 95
+
+
+@pytest.mark.parametrize("digit", [0, 1, 7])
+@pytest.mark.parametrize(
+    ("mode", "image_format"), [("L", "PNG"), ("RGB", "JPEG"), ("RGB", "WEBP"), ("L", "BMP"), ("L", "TIFF")]
+)
+def test_hand_drawn_digits_in_several_formats(client, digit, mode, image_format):
+    data = encode(drawn_digit(digit, mode=mode), image_format)
+    assert _predict(client, data, f"drawing.{image_format.lower()}").json()["class"] == digit
+
+
+def test_a_white_digit_on_a_transparent_canvas(client):
+    strokes = drawn_digit(7, ink=255, paper=0)
+    canvas = Image.new("RGBA", strokes.size, (0, 0, 0, 0))
+    canvas.putalpha(strokes)  # opaque only where the strokes are
+    canvas = Image.merge("RGBA", (*Image.new("RGB", strokes.size, (255, 255, 255)).split(), strokes))
+    assert _predict(client, encode(canvas)).json()["class"] == 7
+
+
+def test_a_dark_digit_on_a_transparent_canvas(client):
+    strokes = drawn_digit(1, ink=255, paper=0)
+    canvas = Image.merge("RGBA", (*Image.new("RGB", strokes.size, (20, 20, 20)).split(), strokes))
+    assert _predict(client, encode(canvas)).json()["class"] == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "fragment"),
+    [
+        (b"", 400, "empty"),
+        (b"hello, this is text and not an image", 400, "not a recognised image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, 400, "cannot read this PNG"),
+        (b"%PDF-1.7\n1 0 obj <<>> endobj\n", 415, "PDF is not an accepted image format"),
+        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', 415, "XML/SVG"),
+        (png_declaring(50_000, 50_000), 400, "pixels"),
+    ],
+    ids=["empty", "text", "garbage-png", "pdf", "svg", "bomb"],
+)
+def test_bad_uploads_get_a_clear_client_error(client, data, status, fragment):
+    response = _predict(client, data)
+    assert response.status_code == status
+    assert fragment in response.json()["detail"]
+
+
+def test_a_truncated_png_is_a_400(client, mnist_test_split):
+    data = encode(Image.fromarray(mnist_test_split.images[0].numpy()).resize((200, 200)))
+    response = _predict(client, data[: len(data) // 2])
+    assert response.status_code == 400
+    assert "PNG" in response.json()["detail"]
+
+
+def test_blank_images_are_refused_as_having_no_digit(client):
+    for shade in (0, 255, 128):
+        for size in (28, 280):
+            response = _predict(client, encode(Image.new("L", (size, size), shade)))
+            assert response.status_code == 400
+            assert "no digit found" in response.json()["detail"]
+
+
+def test_upload_over_the_limit_is_a_413_with_content_length():
+    with make_client(max_upload_bytes=1000) as small_client:
+        response = _predict(small_client, b"\x89PNG\r\n\x1a\n" + b"\0" * 50_000)
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+
+
+def test_upload_over_the_limit_is_a_413_without_content_length():
+    body, content_type = multipart_body([("file", "big.png", b"\0" * 200_000)])
+
+    def chunks():
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    with make_client(max_upload_bytes=1000) as small_client:
+        response = small_client.post("/predict", content=chunks(), headers={"content-type": content_type})
+    assert response.status_code == 413
+
+
+def test_file_just_over_the_limit_inside_the_body_allowance_is_a_413():
+    data = encode(Image.new("L", (28, 28)))  # about 70 bytes
+    with make_client(max_upload_bytes=len(data) - 1) as small_client:
+        response = _predict(small_client, data)
+    assert response.status_code == 413
+    assert f"the file is {len(data)} bytes" in response.json()["detail"]
+
+
+def test_json_body_is_a_415(client):
+    response = client.post("/predict", json={"image": "aGVsbG8="})
+    assert response.status_code == 415
+    assert "multipart/form-data" in response.json()["detail"]
+
+
+def test_missing_file_field_is_a_422_with_a_readable_detail(client, mnist_test_split):
+    response = client.post("/predict", files={"image": ("digit.png", png_of(mnist_test_split.images[0].numpy()))})
+    assert response.status_code == 422
+    assert response.json()["detail"] == "body.file: Field required"
+
+
+def test_two_files_in_predict_are_refused(client, mnist_test_split):
+    data = png_of(mnist_test_split.images[0].numpy())
+    response = client.post("/predict", files=[("file", ("a.png", data)), ("file", ("b.png", data))])
+    assert response.status_code == 400
+    assert "exactly one file" in response.json()["detail"]
+
+
+def test_batch_answers_in_upload_order(client, mnist_test_split, reference_model):
+    images = mnist_test_split.images[:40]
+    files = [("files", (f"{index}.png", png_of(image.numpy()))) for index, image in enumerate(images)]
+    response = client.post("/predict/batch", files=files)
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    expected = reference_probabilities(reference_model, images)
+    assert [p["class"] for p in predictions] == expected.argmax(axis=1).tolist()
+    for prediction, expected_scores in zip(predictions, expected, strict=True):
+        _assert_prediction_shape(prediction)
+        np.testing.assert_allclose(prediction["scores"], expected_scores, rtol=0, atol=1e-6)
+    assert len(images) * 28 * 28 > INLINE_PIXEL_BUDGET  # this batch took the thread-pool path
+
+
+def test_batch_refuses_more_than_max_batch(mnist_test_split):
+    data = png_of(mnist_test_split.images[0].numpy())
+    with make_client(max_batch=3) as small_client:
+        response = small_client.post("/predict/batch", files=[("files", (f"{i}.png", data)) for i in range(4)])
+        assert response.status_code == 400
+        assert response.json()["detail"] == "4 files sent; at most 3 per batch (MAX_BATCH)"
+        assert small_client.post("/predict/batch", files=[("files", ("a.png", data))] * 3).status_code == 200
+
+
+def test_batch_error_names_the_file_by_index_and_filename(client, mnist_test_split):
+    good = png_of(mnist_test_split.images[0].numpy())
+    files = [("files", ("good.png", good)), ("files", ("notes.txt", b"plain text")), ("files", ("g2.png", good))]
+    response = client.post("/predict/batch", files=files)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("file #1 ('notes.txt'): not a recognised image")
+
+
+def test_health_readiness_and_model_description(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    description = client.get("/model").json()
+    assert description["architecture"] == "784 -> 50 -> ReLU -> 10"
+    assert description["device"] == "cpu"
+    assert description["test_accuracy"] >= 97.0
+    assert len(description["weights_sha256"]) == 64
+
+
+def test_not_ready_before_the_model_is_loaded(mnist_test_split):
+    unstarted = make_client()  # no `with`: the lifespan has not run
+    assert unstarted.get("/healthz").status_code == 200
+    assert unstarted.get("/readyz").status_code == 503
+    response = _predict(unstarted, png_of(mnist_test_split.images[0].numpy()))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+
+
+def test_docs_and_openapi_document_every_error_status(client):
+    assert client.get("/docs").status_code == 200
+    assert client.get("/redoc").status_code == 200
+    schema = client.get("/openapi.json").json()
+    for path in ("/predict", "/predict/batch"):
+        operation = schema["paths"][path]["post"]
+        assert {"200", "400", "401", "408", "413", "415", "422", "503"} <= set(operation["responses"])
+        form_schema = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert form_schema["$ref"].startswith("#/components/schemas/")
+    file_field = schema["components"]["schemas"]["Body_predict_predict_post"]["properties"]["file"]
+    # How OpenAPI 3.0 and 3.1 mark a file; Swagger UI shows a file picker in "Try it out" for both.
+    assert file_field.get("format") == "binary" or file_field.get("contentMediaType") == "application/octet-stream"

@@ -1,0 +1,148 @@
+"""Startup: the weights are loaded safely and checked, or the server refuses to start, clearly."""
+
+import json
+import re
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.model import ModelLoadError, load_classifier
+from mnist_core.files import metadata_path_for
+from tests.conftest import SHIPPED_WEIGHTS, make_client
+from tests.helpers import REPO_ROOT
+
+
+class _CodeRunningPayload:
+    """Unpickling this would create the marker file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _shipped_copy(folder: Path, with_metadata: bool = True) -> Path:
+    weights = folder / "mnist_ffn.pt"
+    shutil.copy(SHIPPED_WEIGHTS, weights)
+    if with_metadata:
+        shutil.copy(metadata_path_for(SHIPPED_WEIGHTS), metadata_path_for(weights))
+    return weights
+
+
+def test_missing_weights(tmp_path: Path):
+    with pytest.raises(ModelLoadError, match=r"mnist_ffn\.pt: weights file not found"):
+        load_classifier(tmp_path / "mnist_ffn.pt", "cpu")
+
+
+def test_corrupt_weights(tmp_path: Path):
+    weights = tmp_path / "mnist_ffn.pt"
+    weights.write_bytes(os.urandom(4096))
+    with pytest.raises(ModelLoadError, match="not a loadable weights-only state_dict"):
+        load_classifier(weights, "cpu")
+
+
+def test_truncated_weights(tmp_path: Path):
+    weights = tmp_path / "mnist_ffn.pt"
+    weights.write_bytes(SHIPPED_WEIGHTS.read_bytes()[:5000])
+    with pytest.raises(ModelLoadError, match="not a loadable weights-only state_dict"):
+        load_classifier(weights, "cpu")
+
+
+@pytest.mark.parametrize(
+    ("state_dict", "fragment"),
+    [
+        ({"fc1.weight": torch.zeros(50, 100), "fc1.bias": torch.zeros(50),
+          "fc2.weight": torch.zeros(10, 50), "fc2.bias": torch.zeros(10)}, "fc1.weight has shape (50, 100)"),
+        ({"fc1.weight": torch.zeros(50, 784), "fc1.bias": torch.zeros(50),
+          "fc2.weight": torch.zeros(12, 50), "fc2.bias": torch.zeros(12)}, "fc2.weight has shape (12, 50)"),
+        ({"weight": torch.zeros(10, 784)}, "expected a state_dict with keys"),
+        ([1, 2, 3], "expected a state_dict with keys"),
+    ],
+    ids=["wrong-input-size", "wrong-classes", "wrong-keys", "not-a-dict"],
+)
+def test_wrongly_shaped_weights(tmp_path: Path, state_dict, fragment):
+    weights = tmp_path / "mnist_ffn.pt"
+    torch.save(state_dict, weights)
+    with pytest.raises(ModelLoadError, match=re.escape(fragment)):
+        load_classifier(weights, "cpu")
+
+
+@pytest.mark.parametrize("container", ["torch-zip", "plain-pickle"])
+def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path: Path, container: str):
+    marker = tmp_path / "code-ran.marker"
+    weights = tmp_path / "mnist_ffn.pt"
+    payload = {"fc1.weight": _CodeRunningPayload(marker)}
+    if container == "torch-zip":
+        torch.save(payload, weights)
+    else:
+        weights.write_bytes(pickle.dumps(payload))
+    assert not marker.exists()
+    with pytest.raises(ModelLoadError, match="not a loadable weights-only state_dict"):
+        load_classifier(weights, "cpu")
+    assert not marker.exists()
+
+
+def test_sha256_mismatch_refuses_to_start_unless_allowed(tmp_path: Path):
+    weights = _shipped_copy(tmp_path)
+    metadata = json.loads(metadata_path_for(weights).read_text())
+    metadata["weights"]["sha256"] = "0" * 64
+    metadata_path_for(weights).write_text(json.dumps(metadata))
+    with pytest.raises(ModelLoadError, match="does not match 0000"):
+        load_classifier(weights, "cpu")
+    assert load_classifier(weights, "cpu", allow_sha256_mismatch=True).info.sha256 != "0" * 64
+
+
+def test_weights_without_metadata_still_load(tmp_path: Path):
+    classifier = load_classifier(_shipped_copy(tmp_path, with_metadata=False), "cpu")
+    assert classifier.info.metadata is None and classifier.info.test_accuracy is None
+
+
+def test_unreadable_metadata_is_refused(tmp_path: Path):
+    weights = _shipped_copy(tmp_path)
+    metadata_path_for(weights).write_text("{ not json")
+    with pytest.raises(ModelLoadError, match="unreadable metadata"):
+        load_classifier(weights, "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda_is_refused():
+    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+        load_classifier(SHIPPED_WEIGHTS, "cuda")
+
+
+def test_lifespan_refuses_to_start_with_bad_weights(tmp_path: Path):
+    with pytest.raises(ModelLoadError), make_client(model_path=tmp_path / "absent.pt"):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected_line"),
+    [
+        ({"MODEL_PATH": "no/such/weights.pt"}, "cannot start: no/such/weights.pt: weights file not found"),
+        ({"DEVICE": "cuda:7"}, "cannot start: cannot serve models/mnist_ffn.pt on DEVICE=cuda:7"),
+        ({"MAX_BATCH": "many"}, "error: MAX_BATCH='many' is not a valid int"),
+    ],
+    ids=["missing-weights", "missing-device", "bad-setting"],
+)
+def test_the_real_server_exits_non_zero_with_one_clear_line(environment, expected_line):
+    if "DEVICE" in environment and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    completed = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PORT": "18765", **environment},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode != 0
+    assert "Traceback" not in completed.stderr
+    matching = [line for line in completed.stderr.splitlines() if expected_line in line]
+    assert len(matching) == 1, completed.stderr
