@@ -1,11 +1,16 @@
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import uvicorn
 from fastapi.testclient import TestClient
-
 from torchvision import transforms
 
 from app.main import create_app
@@ -66,3 +71,32 @@ def reference_probabilities(model: NeuralNetwork, images: torch.Tensor) -> np.nd
     to_tensor = transforms.ToTensor()
     inputs = torch.stack([to_tensor(image.numpy()).reshape(-1) for image in images])
     return torch.softmax(model(inputs), dim=1).numpy()
+
+
+@contextmanager
+def running_server(**overrides) -> Iterator[str]:
+    """The app under real uvicorn on a free 127.0.0.1 port, in a thread; yields its base URL."""
+    settings = Settings(**{"model_path": SHIPPED_WEIGHTS, "device": "cpu", **overrides})
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
+
+
+@pytest.fixture(scope="module")
+def live_url():
+    with running_server(max_batch=8, body_timeout_seconds=1.0) as url:
+        yield url

@@ -16,7 +16,8 @@ def _predict(client, data: bytes, filename: str = "digit.png"):
 def _assert_prediction_shape(body: dict) -> None:
     assert set(body) == {"class", "confidence", "scores"}
     scores = body["scores"]
-    assert len(scores) == 10 and all(0.0 <= score <= 1.0 for score in scores)
+    assert len(scores) == 10
+    assert all(0.0 <= score <= 1.0 for score in scores)
     assert sum(scores) == pytest.approx(1.0, abs=1e-5)
     assert body["class"] == int(np.argmax(scores))
     assert body["confidence"] == scores[body["class"]]

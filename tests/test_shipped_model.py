@@ -30,4 +30,3 @@ def test_contract_equals_torchvision_to_tensor_then_flatten(mnist_test_split):
     to_tensor = transforms.ToTensor()
     classic = torch.stack([to_tensor(image.numpy()).reshape(-1) for image in images])
     assert torch.equal(pixels_to_input(images), classic)
-

@@ -1,9 +1,9 @@
 """Startup: the weights are loaded safely and checked, or the server refuses to start, clearly."""
 
 import json
-import re
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -58,10 +58,24 @@ def test_truncated_weights(tmp_path: Path):
 @pytest.mark.parametrize(
     ("state_dict", "fragment"),
     [
-        ({"fc1.weight": torch.zeros(50, 100), "fc1.bias": torch.zeros(50),
-          "fc2.weight": torch.zeros(10, 50), "fc2.bias": torch.zeros(10)}, "fc1.weight has shape (50, 100)"),
-        ({"fc1.weight": torch.zeros(50, 784), "fc1.bias": torch.zeros(50),
-          "fc2.weight": torch.zeros(12, 50), "fc2.bias": torch.zeros(12)}, "fc2.weight has shape (12, 50)"),
+        (
+            {
+                "fc1.weight": torch.zeros(50, 100),
+                "fc1.bias": torch.zeros(50),
+                "fc2.weight": torch.zeros(10, 50),
+                "fc2.bias": torch.zeros(10),
+            },
+            "fc1.weight has shape (50, 100)",
+        ),
+        (
+            {
+                "fc1.weight": torch.zeros(50, 784),
+                "fc1.bias": torch.zeros(50),
+                "fc2.weight": torch.zeros(12, 50),
+                "fc2.bias": torch.zeros(12),
+            },
+            "fc2.weight has shape (12, 50)",
+        ),
         ({"weight": torch.zeros(10, 784)}, "expected a state_dict with keys"),
         ([1, 2, 3], "expected a state_dict with keys"),
     ],
@@ -82,7 +96,7 @@ def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path: Path, 
     if container == "torch-zip":
         torch.save(payload, weights)
     else:
-        weights.write_bytes(pickle.dumps(payload))
+        weights.write_bytes(pickle.dumps(payload, protocol=2))
     assert not marker.exists()
     with pytest.raises(ModelLoadError, match="not a loadable weights-only state_dict"):
         load_classifier(weights, "cpu")
@@ -101,7 +115,8 @@ def test_sha256_mismatch_refuses_to_start_unless_allowed(tmp_path: Path):
 
 def test_weights_without_metadata_still_load(tmp_path: Path):
     classifier = load_classifier(_shipped_copy(tmp_path, with_metadata=False), "cpu")
-    assert classifier.info.metadata is None and classifier.info.test_accuracy is None
+    assert classifier.info.metadata is None
+    assert classifier.info.test_accuracy is None
 
 
 def test_unreadable_metadata_is_refused(tmp_path: Path):

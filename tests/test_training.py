@@ -35,8 +35,10 @@ def test_reference_shape_check():
 
 def test_tiny_dataset_loads_through_torchvision(tiny_mnist: Path):
     train_split, test_split = load_mnist(tiny_mnist, download=False)
-    assert train_split.images.shape == (512, 28, 28) and train_split.images.dtype == torch.uint8
-    assert test_split.labels.shape == (128,) and test_split.labels.dtype == torch.int64
+    assert train_split.images.shape == (512, 28, 28)
+    assert train_split.images.dtype == torch.uint8
+    assert test_split.labels.shape == (128,)
+    assert test_split.labels.dtype == torch.int64
     assert int(train_split.images.max()) == 255
 
 
@@ -58,19 +60,29 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tiny_mnist:
 
 def test_cli_writes_every_output_and_they_round_trip(tiny_mnist: Path, tmp_path: Path, capsys):
     out = tmp_path / "models"
-    exit_code = training_main(["--data-dir", str(tiny_mnist), "--no-download", "--out", str(out),
-                               "--epochs", "2", "--quiet"])
+    exit_code = training_main(
+        ["--data-dir", str(tiny_mnist), "--no-download", "--out", str(out), "--epochs", "2", "--quiet"]
+    )
     assert exit_code == 0
     printed = capsys.readouterr().out
-    assert "Got " in printed and " / 128 with accuracy " in printed
+    assert "Got " in printed
+    assert " / 128 with accuracy " in printed
     assert sorted(path.name for path in out.iterdir()) == [
-        "confusion.png", "mnist_ffn.json", "mnist_ffn.pt", "predictions.png", "training_curve.png",
+        "confusion.png",
+        "mnist_ffn.json",
+        "mnist_ffn.pt",
+        "predictions.png",
+        "training_curve.png",
     ]  # and no temporary files left behind
     metadata = json.loads((out / "mnist_ffn.json").read_text())
     assert metadata["weights"]["sha256"] == file_sha256(out / "mnist_ffn.pt")
     assert metadata["hyperparameters"] == {
-        "optimizer": "Adam", "learning_rate": 0.001, "batch_size": 64, "epochs": 2,
-        "loss": "cross-entropy", "shuffle": "reshuffled every epoch",
+        "optimizer": "Adam",
+        "learning_rate": 0.001,
+        "batch_size": 64,
+        "epochs": 2,
+        "loss": "cross-entropy",
+        "shuffle": "reshuffled every epoch",
     }
     assert [epoch["epoch"] for epoch in metadata["epochs"]] == [1, 2]
     assert sum(map(sum, metadata["test"]["confusion_matrix"])) == 128
@@ -112,13 +124,26 @@ def test_damaged_idx_file_gives_a_clear_error(tiny_mnist: Path, capsys, damage, 
         load_mnist(tiny_mnist, download=False)
     assert training_main(["--data-dir", str(tiny_mnist), "--no-download", "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("error: ") and str(images_file) in error and "Traceback" not in error
+    assert error.startswith("error: ")
+    assert str(images_file) in error
+    assert "Traceback" not in error
 
 
 def test_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
         training_main(["--help"])
     help_text = capsys.readouterr().out
-    for option in ("--data-dir", "--no-download", "--out", "--epochs", "--batch-size", "--lr",
-                   "--hidden-size", "--seed", "--device", "--threads", "--quiet"):
+    for option in (
+        "--data-dir",
+        "--no-download",
+        "--out",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--hidden-size",
+        "--seed",
+        "--device",
+        "--threads",
+        "--quiet",
+    ):
         assert option in help_text

@@ -1,0 +1,208 @@
+"""Bad and odd uploads against the real server: the intended answer, never a 5xx, and the server
+keeps serving."""
+
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import running_server
+from tests.corpus import CORPUS, CorpusFile
+from tests.helpers import multipart_body
+
+GOOD_SAMPLE = "samples/7.png"
+
+
+@pytest.fixture(scope="module")
+def http(live_url):
+    with httpx.Client(base_url=live_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def good_digit() -> bytes:
+    with open(GOOD_SAMPLE, "rb") as stream:
+        return stream.read()
+
+
+def _assert_still_serving(http, good_digit: bytes) -> None:
+    response = http.post("/predict", files={"file": ("7.png", good_digit)})
+    assert response.status_code == 200
+    assert response.json()["class"] == 7
+
+
+def test_the_corpus_has_at_least_30_kinds():
+    assert len({case.kind for case in CORPUS}) == len(CORPUS) >= 30
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=lambda case: case.kind)
+def test_single_upload(http, good_digit, case: CorpusFile):
+    response = http.post("/predict", files={"file": ("digit.png", case.build(), "image/png")})
+    assert response.status_code == case.status, response.text
+    body = response.json()
+    if case.status == 200:
+        assert case.expect is None or body["class"] == case.expect
+    else:
+        assert case.expect in body["detail"]
+    _assert_still_serving(http, good_digit)
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=lambda case: case.kind)
+def test_in_a_batch(http, good_digit, case: CorpusFile):
+    files = [
+        ("files", ("first.png", good_digit)),
+        ("files", ("odd.bin", case.build())),
+        ("files", ("last.png", good_digit)),
+    ]
+    response = http.post("/predict/batch", files=files)
+    assert response.status_code == case.status, response.text
+    body = response.json()
+    if case.status == 200:
+        classes = [prediction["class"] for prediction in body["predictions"]]
+        assert classes[0] == classes[2] == 7
+        assert case.expect is None or classes[1] == case.expect
+    else:
+        assert body["detail"].startswith("file #1 ('odd.bin'): ")
+        assert case.expect in body["detail"]
+    _assert_still_serving(http, good_digit)
+
+
+@pytest.mark.parametrize("endpoint", ["/predict", "/predict/batch"])
+def test_request_level_mistakes(http, good_digit, endpoint):
+    field = "file" if endpoint == "/predict" else "files"
+    wrong_field = http.post(endpoint, files={"image": ("7.png", good_digit)})
+    assert wrong_field.status_code == 422
+    assert wrong_field.json()["detail"] == f"body.{field}: Field required"
+    as_json = http.post(endpoint, json={"file": "aGVsbG8="})
+    assert as_json.status_code == 415
+    assert "multipart/form-data" in as_json.json()["detail"]
+    as_form = http.post(endpoint, data={field: "not a file"})
+    assert as_form.status_code == 415
+    lying_type = http.post(endpoint, files={field: ("7.jpg", good_digit, "text/plain")})
+    assert lying_type.status_code == 200
+    _assert_still_serving(http, good_digit)
+
+
+def test_two_files_in_predict(http, good_digit):
+    response = http.post("/predict", files=[("file", ("a.png", good_digit)), ("file", ("b.png", good_digit))])
+    assert response.status_code == 400
+    assert "exactly one file" in response.json()["detail"]
+
+
+def test_more_than_max_batch_files(http, good_digit):
+    response = http.post("/predict/batch", files=[("files", (f"{i}.png", good_digit)) for i in range(9)])
+    assert response.status_code == 400
+    assert response.json()["detail"] == "9 files sent; at most 8 per batch (MAX_BATCH)"
+
+
+@pytest.mark.parametrize(
+    ("filename", "shown"),
+    [
+        ("../../etc/passwd", "'../../etc/passwd'"),
+        ("C:\\temp\\x.png", "'x.png'"),
+        ("nul\x00byte.png", "'nul\\x00byte.png'"),
+        ("a" * 4000, "'" + "a" * 80 + "...'"),
+    ],
+    ids=["slashes", "windows-path-reduced-to-its-name", "nul", "4000-characters"],
+)
+def test_odd_filenames_are_ignored_or_shown_escaped(http, good_digit, filename, shown):
+    body, content_type = multipart_body([("file", filename, good_digit)])
+    single = http.post("/predict", content=body, headers={"content-type": content_type})
+    assert single.status_code == 200
+    assert single.json()["class"] == 7
+    body, content_type = multipart_body([("files", filename, b"not an image")])
+    batch = http.post("/predict/batch", content=body, headers={"content-type": content_type})
+    assert batch.status_code == 400
+    assert batch.json()["detail"].startswith(f"file #0 ({shown}): not a recognised image")
+
+
+@pytest.mark.parametrize("endpoint", ["/predict", "/predict/batch"])
+def test_a_10000_character_filename_is_a_malformed_upload(http, good_digit, endpoint):
+    """python-multipart refuses part headers over 4 KiB, so such a name never reaches the app."""
+    body, content_type = multipart_body([("file" if endpoint == "/predict" else "files", "a" * 10_000, good_digit)])
+    response = http.post(endpoint, content=body, headers={"content-type": content_type})
+    assert response.status_code == 400
+    assert response.json()["detail"] == "could not read the multipart upload: Invalid multipart data."
+    _assert_still_serving(http, good_digit)
+
+
+def _raw_request(url: str, head: bytes, body_parts: list[bytes], pause: float = 0.0) -> bytes:
+    """Send a request by hand (chunked, slow or endless) and return what the server answers."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=15) as connection:
+        connection.sendall(head)
+        try:
+            for part in body_parts:
+                connection.sendall(part)
+                time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before the client finished: that is the point
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def _chunked_head(path: str, content_type: str) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+@pytest.mark.parametrize("endpoint", ["/predict", "/predict/batch"])
+def test_a_chunked_body_that_never_ends_gets_a_408(live_url, http, good_digit, endpoint):
+    started = time.monotonic()
+    answer = _raw_request(
+        live_url,
+        _chunked_head(endpoint, "multipart/form-data; boundary=b"),
+        [_chunk(b'--b\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n')],
+    )
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"did not arrive within 1 s" in answer
+    assert time.monotonic() - started < 10
+    _assert_still_serving(http, good_digit)
+
+
+@pytest.mark.parametrize("endpoint", ["/predict", "/predict/batch"])
+def test_a_chunked_body_over_the_limit_gets_a_413_without_content_length(endpoint):
+    with running_server(max_upload_bytes=4096, max_batch=2) as url:
+        head = _chunked_head(endpoint, "multipart/form-data; boundary=b")
+        part_head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+        answer = _raw_request(url, head, [_chunk(part_head)] + [_chunk(b"\0" * 8192) for _ in range(200)])
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert b"exceeds the limit" in answer
+
+
+@pytest.mark.parametrize("endpoint", ["/predict", "/predict/batch"])
+def test_a_declared_content_length_over_the_limit_gets_a_413_unread(http, endpoint):
+    response = http.post(
+        endpoint, content=b"\0" * (70 * 1024 * 1024), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 413
+    assert "the limit is" in response.json()["detail"]
+
+
+def test_excess_concurrent_uploads_get_a_fast_503_with_retry_after(good_digit):
+    with running_server(max_concurrency=1, body_timeout_seconds=5) as url:
+        address = urlsplit(url)
+        with socket.create_connection((address.hostname, address.port)) as slow:
+            slow.sendall(_chunked_head("/predict", "multipart/form-data; boundary=b"))
+            slow.sendall(_chunk(b"--b\r\n"))  # holds the only upload slot while it dawdles
+            time.sleep(0.2)
+            started = time.monotonic()
+            response = httpx.post(f"{url}/predict", files={"file": ("7.png", good_digit)}, timeout=10)
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            assert "busy" in response.json()["detail"]
+            assert time.monotonic() - started < 1.0
+        time.sleep(0.2)  # the slow client left; its slot is free again
+        assert httpx.post(f"{url}/predict", files={"file": ("7.png", good_digit)}, timeout=10).status_code == 200

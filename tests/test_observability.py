@@ -1,0 +1,152 @@
+"""Metrics, request ids and logs, observed through the running app."""
+
+import json
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import make_client
+from tests.helpers import png_of
+
+
+def _samples(client) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def _value(samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def digit_png(mnist_test_split) -> bytes:
+    return png_of(mnist_test_split.images[0].numpy())  # a 7
+
+
+def test_counters_move_by_exactly_the_requests_made(client, digit_png):
+    before = _samples(client)
+    for _ in range(3):
+        assert client.post("/predict", files={"file": ("7.png", digit_png)}).status_code == 200
+    after = _samples(client)
+    route = {"route": "/predict", "method": "POST", "status": "200"}
+    assert (
+        _value(after, "mnist_http_requests_total", **route) - _value(before, "mnist_http_requests_total", **route) == 3
+    )
+    latency = {"route": "/predict", "status": "200"}
+    assert (
+        _value(after, "mnist_http_request_duration_seconds_count", **latency)
+        - _value(before, "mnist_http_request_duration_seconds_count", **latency)
+    ) == 3
+    assert (
+        _value(after, "mnist_predictions_total", **{"class": "7"})
+        - _value(before, "mnist_predictions_total", **{"class": "7"})
+        == 3
+    )
+    assert (
+        _value(after, "mnist_inference_duration_seconds_count")
+        - _value(before, "mnist_inference_duration_seconds_count")
+        == 3
+    )
+    assert _value(after, "mnist_upload_bytes_sum") - _value(before, "mnist_upload_bytes_sum") == 3 * len(digit_png)
+    # The /metrics request of `before` was counted once the response ended.
+    metrics_route = {"route": "/metrics", "method": "GET", "status": "200"}
+    assert (
+        _value(after, "mnist_http_requests_total", **metrics_route)
+        - _value(before, "mnist_http_requests_total", **metrics_route)
+        == 1
+    )
+    assert _value(after, "mnist_http_requests_in_flight") == 1  # this /metrics request itself
+
+
+def test_rejections_are_counted_by_reason(client):
+    before = _samples(client)
+    client.post("/predict", files={"file": ("doc.pdf", b"%PDF-1.4 nothing")})
+    client.post("/predict", json={})
+    after = _samples(client)
+    rejected = "mnist_rejected_requests_total"
+    assert (
+        _value(after, rejected, reason="unsupported_media_type")
+        - _value(before, rejected, reason="unsupported_media_type")
+        == 2
+    )
+
+
+def test_a_413_and_a_401_move_their_counters():
+    with make_client(max_upload_bytes=100, api_key="k") as limited:
+        before = _samples(limited)
+        headers = {"X-API-Key": "k"}
+        response = limited.post("/predict", files={"file": ("big.png", b"\x89PNG" + b"\0" * 5000)}, headers=headers)
+        assert response.status_code == 413
+        assert limited.post("/predict", files={"file": ("a.png", b"x")}).status_code == 401
+        after = _samples(limited)
+    rejected = "mnist_rejected_requests_total"
+    assert (
+        _value(after, rejected, reason="payload_too_large") - _value(before, rejected, reason="payload_too_large") == 1
+    )
+    assert _value(after, rejected, reason="unauthorized") - _value(before, rejected, reason="unauthorized") == 1
+    route = {"route": "/predict", "method": "POST", "status": "413"}
+    assert (
+        _value(after, "mnist_http_requests_total", **route) - _value(before, "mnist_http_requests_total", **route) == 1
+    )
+
+
+def test_model_info_names_the_served_weights(client):
+    sha256 = client.get("/model").json()["weights_sha256"]
+    info = [key for key in _samples(client) if key[0] == "mnist_model_info" and ("sha256", sha256) in key[1]]
+    assert len(info) == 1
+    assert dict(info[0][1])["device"] == "cpu"
+
+
+def test_request_id_round_trips_or_is_made_up(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "trace-42.a:b"}).headers["x-request-id"] == "trace-42.a:b"
+    for insane in ("has space", "x" * 200, "semi;colon"):
+        made_up = client.get("/healthz", headers={"X-Request-ID": insane}).headers["x-request-id"]
+        assert made_up != insane
+        assert len(made_up) == 32
+        assert int(made_up, 16) >= 0
+    first, second = (client.get("/healthz").headers["x-request-id"] for _ in range(2))
+    assert first != second
+    assert client.post("/predict", json={}).headers["x-request-id"]  # errors carry one too
+
+
+def test_json_logs_parse_and_never_contain_the_api_key(capsys, digit_png):
+    secret = "s3cret-key-value"
+    with make_client(log_format="json", api_key=secret) as json_client:
+        capsys.readouterr()
+        json_client.post(
+            "/predict", files={"file": ("7.png", digit_png)}, headers={"X-API-Key": secret, "X-Request-ID": "req-1"}
+        )
+        json_client.post(
+            "/predict", files={"file": ("7.png", digit_png)}, headers={"Authorization": f"Bearer {secret}"}
+        )
+        json_client.post("/predict", files={"file": ("7.png", digit_png)}, headers={"X-API-Key": "wrong"})
+    output = capsys.readouterr().err
+    lines = [line for line in output.splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]
+    assert secret not in output
+    access = [entry for entry in entries if entry["logger"] == "mnist.access"]
+    assert [entry["status"] for entry in access] == [200, 200, 401]
+    first = access[0]
+    assert first["request_id"] == "req-1"
+    assert first["method"] == "POST"
+    assert first["path"] == "/predict"
+    assert first["class"] == 7
+    assert 0.9 < first["confidence"] <= 1.0
+    assert first["latency_ms"] > 0
+
+
+def test_startup_log_names_model_device_and_threads(capsys):
+    with make_client() as started:
+        started.get("/healthz")
+    startup = [line for line in capsys.readouterr().err.splitlines() if "serving " in line]
+    assert len(startup) == 1
+    assert "models/mnist_ffn.pt" in startup[0]
+    assert "sha256 " in startup[0]
+    assert "test accuracy 97.21 %" in startup[0]
+    assert "on cpu with 1 torch thread(s)" in startup[0]

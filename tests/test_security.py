@@ -1,0 +1,88 @@
+"""The optional API key and the safety of what the service reads."""
+
+import pytest
+
+from tests.conftest import make_client
+
+KEY = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def keyed_client():
+    with make_client(api_key=KEY) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def digit() -> bytes:
+    with open("samples/7.png", "rb") as stream:
+        return stream.read()
+
+
+def _protected_requests(client, digit: bytes, headers: dict[str, str]):
+    yield client.post("/predict", files={"file": ("7.png", digit)}, headers=headers)
+    yield client.post("/predict/batch", files=[("files", ("7.png", digit))], headers=headers)
+    yield client.get("/model", headers=headers)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-API-Key": "wrong"},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {KEY}"},
+        {"X-API-Key": KEY[:-1]},
+        {"Authorization": KEY},
+    ],
+    ids=["none", "wrong-header-key", "wrong-bearer", "basic-scheme", "prefix-of-key", "no-scheme"],
+)
+def test_protected_routes_refuse_without_the_key(keyed_client, digit, headers):
+    for response in _protected_requests(keyed_client, digit, headers):
+        assert response.status_code == 401
+        assert response.json()["detail"].startswith("missing or invalid API key")
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "headers", [{"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"}], ids=["x-api-key", "bearer"]
+)
+def test_protected_routes_accept_the_key(keyed_client, digit, headers):
+    for response in _protected_requests(keyed_client, digit, headers):
+        assert response.status_code == 200
+
+
+def test_health_and_readiness_stay_open(keyed_client):
+    assert keyed_client.get("/healthz").status_code == 200
+    assert keyed_client.get("/readyz").status_code == 200
+
+
+def test_without_a_key_configured_everything_is_open(client, digit):
+    for response in _protected_requests(client, digit, {}):
+        assert response.status_code == 200
+
+
+def test_openapi_declares_both_schemes_for_the_authorize_button(keyed_client):
+    schema = keyed_client.get("/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["BearerKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schemes["BearerKey"]["description"],
+    }
+    assert schemes["ApiKeyHeader"]["in"] == "header"
+    assert schemes["ApiKeyHeader"]["name"] == "X-API-Key"
+    for path, method in (("/predict", "post"), ("/predict/batch", "post"), ("/model", "get")):
+        assert schema["paths"][path][method]["security"] == [{"BearerKey": []}, {"ApiKeyHeader": []}]
+    assert "security" not in schema["paths"]["/healthz"]["get"]
+
+
+def test_the_weights_path_cannot_come_from_a_request(keyed_client):
+    schema = keyed_client.get("/openapi.json").json()
+    parameters = [
+        parameter["name"]
+        for path in schema["paths"].values()
+        for operation in path.values()
+        for parameter in operation.get("parameters", [])
+    ]
+    assert parameters == []  # no query, path or header parameter reaches the model loader
