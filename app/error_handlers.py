@@ -3,10 +3,8 @@
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException
+from fastapi.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from app import metrics
@@ -29,14 +27,6 @@ async def _client_error(request: Request, error: ClientError) -> JSONResponse:
     return client_error_response(error)
 
 
-async def _framework_http_error(request: Request, error: HTTPException) -> Response:
-    """Starlette and FastAPI raise a bare 400 only when the multipart body cannot be parsed."""
-    if error.status_code != 400:
-        return await http_exception_handler(request, error)
-    metrics.REJECTED.labels("malformed_multipart").inc()
-    return JSONResponse({"detail": f"could not read the multipart upload: {error.detail}"}, status_code=400)
-
-
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     metrics.REJECTED.labels("validation").inc()
     problems = [
@@ -53,6 +43,5 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ClientError, _client_error)
-    app.add_exception_handler(HTTPException, _framework_http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

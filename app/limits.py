@@ -58,14 +58,17 @@ class UploadGuardMiddleware:
             return OverloadedError(
                 f"the server is busy ({self.max_concurrency} uploads in progress); retry in a moment"
             )
-        headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        content_type, declared = b"", None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.split(b";", 1)[0].strip().lower()
+            elif name == b"content-length":
+                declared = value
         if content_type != b"multipart/form-data":
             shown = content_type.decode("latin-1")[:100] or "none"
             return UnsupportedMediaTypeError(
                 f"send the image as multipart/form-data (curl -F file=@digit.png), not {shown}"
             )
-        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return PayloadTooLargeError(f"the request body is {int(declared)} bytes; the limit is {limit}")
         return None

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
@@ -18,8 +19,10 @@ from app.error_handlers import install_error_handlers, respond_with_error
 from app.limits import MULTIPART_OVERHEAD_BYTES, UploadGuardMiddleware
 from app.model import ModelLoadError, load_classifier
 from app.observability import RequestObservabilityMiddleware, configure_logging
+from app.pages import STATIC_DIR, page_router
 from app.pipeline import PredictionPipeline
-from app.routes import router
+from app.routes import operations_router, prediction_router
+from app.security import require_api_key
 from app.settings import Settings
 
 logger = logging.getLogger("mnist.service")
@@ -85,11 +88,15 @@ class _ConciseStartupFailure:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings.from_env()
-    app = FastAPI(title="mnist-serve", version="1.0.0", description=DESCRIPTION, lifespan=_lifespan)
+    app = FastAPI(title="mnist-serve", version="1.0.0", description=DESCRIPTION, lifespan=_lifespan, docs_url=None)
     app.state.settings = settings
     app.state.pipeline = None
     install_error_handlers(app)
-    app.include_router(router)
+    # The key check (and its security scheme in /docs) exists only when a key is configured.
+    app.include_router(prediction_router, dependencies=[Depends(require_api_key)] if settings.api_key else None)
+    app.include_router(operations_router)
+    app.include_router(page_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     body_limits = {
         "/predict": settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
         "/predict/batch": settings.max_batch * (settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES),

@@ -38,6 +38,8 @@ INFERENCE_SECONDS = Histogram(
     buckets=_INFERENCE_BUCKETS,
 )
 PREDICTIONS = Counter("mnist_predictions_total", "Digits predicted, by predicted class", ["class"])
+# One series per digit from the start, so a rate over any class is defined before its first hit.
+PREDICTIONS_BY_CLASS = [PREDICTIONS.labels(str(digit)) for digit in range(10)]
 UPLOAD_BYTES = Histogram("mnist_upload_bytes", "Size of each uploaded image file in bytes", buckets=_UPLOAD_BUCKETS)
 REJECTED = Counter("mnist_rejected_requests_total", "Requests refused with a 4xx or 503, by reason", ["reason"])
 MODEL_INFO = Gauge(

@@ -6,10 +6,10 @@ service's own work per request is only a few hundred microseconds.
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -39,6 +39,9 @@ class RequestObservabilityMiddleware:
         self.app = app
         # Uploads refused before routing (by the upload guard) still get their route's label.
         self.route_paths = route_paths
+        # (route, method, status) -> its counter and histogram series; labels() costs a lock
+        # and a tuple per call, and the set of combinations is small and fixed.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,9 +72,15 @@ class RequestObservabilityMiddleware:
         route = scope.get("route")
         path = scope["path"]
         route_label = route.path if route is not None else (path if path in self.route_paths else UNMATCHED_ROUTE)
-        status_label = str(status)
-        metrics.REQUESTS.labels(route_label, scope["method"], status_label).inc()
-        metrics.REQUEST_SECONDS.labels(route_label, status_label).observe(seconds)
+        key = (route_label, scope["method"], status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                metrics.REQUESTS.labels(route_label, scope["method"], str(status)),
+                metrics.REQUEST_SECONDS.labels(route_label, str(status)),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
         if access_logger.isEnabledFor(logging.INFO):
             fields = {
                 "request_id": request_id,
@@ -90,7 +99,7 @@ def _request_id(scope: Scope) -> str:
             if _SANE_REQUEST_ID.fullmatch(value):
                 return value.decode()
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class _RequestIdFilter(logging.Filter):

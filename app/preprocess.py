@@ -29,7 +29,7 @@ def to_digit_pixels(image: Image.Image) -> np.ndarray:
     if has_light_background(gray):
         gray = 255 - gray
     if gray.shape == (IMAGE_SIDE, IMAGE_SIDE):
-        if int(gray.max()) - int(gray.min()) < MIN_INK_CONTRAST:
+        if np.ptp(gray) < MIN_INK_CONTRAST:
             raise NoInkError("no digit found: the image is blank (all one shade)")
         return gray
     return normalise_like_mnist(gray)
@@ -70,8 +70,9 @@ def _border(gray: np.ndarray) -> np.ndarray:
 
 
 def has_light_background(gray: np.ndarray) -> bool:
-    """A dark digit on light paper or a white canvas: the frame's border is mostly light."""
-    return float(np.median(_border(gray))) > 127
+    """A dark digit on light paper or a white canvas: most of the frame's border is light."""
+    border = _border(gray)
+    return np.count_nonzero(border > 127) * 2 > border.size
 
 
 def normalise_like_mnist(gray: np.ndarray) -> np.ndarray:

@@ -12,6 +12,6 @@ def prediction_bodies(probabilities: np.ndarray) -> list[dict[str, Any]]:
     bodies = []
     for row in probabilities.tolist():
         predicted = max(range(len(row)), key=row.__getitem__)
-        metrics.PREDICTIONS.labels(str(predicted)).inc()
+        metrics.PREDICTIONS_BY_CLASS[predicted].inc()
         bodies.append({"class": predicted, "confidence": row[predicted], "scores": row})
     return bodies

@@ -1,13 +1,15 @@
 """The HTTP endpoints. Handlers stay thin: read the upload, run the pipeline, shape the answer."""
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from app import metrics
 from app.decode import ACCEPTED_DESCRIPTION
 from app.errors import BadBatchError, NotReadyError, PayloadTooLargeError
+from app.multipart import parse_multipart
 from app.observability import annotate_access_log
 from app.pipeline import PredictionPipeline, Upload
 from app.responses import prediction_bodies
@@ -20,7 +22,6 @@ from app.schemas import (
     Readiness,
     error_response,
 )
-from app.security import require_api_key
 from mnist_core.contract import CONTRACT_DESCRIPTION
 from mnist_core.network import describe_architecture
 
@@ -54,8 +55,24 @@ _UPLOAD_DESCRIPTION = (
     "cropped, fitted to 20x20, centred by mass in 28x28). The content type and filename sent are ignored."
 )
 
-router = APIRouter()
-protected = [Depends(require_api_key)]
+prediction_router = APIRouter()
+operations_router = APIRouter(tags=["operations"])
+
+
+def _upload_body(field: str, many: bool) -> dict[str, Any]:
+    """The request body as OpenAPI sees it; /docs turns the binary strings into file pickers."""
+    file_schema = {"type": "string", "contentMediaType": "application/octet-stream", "description": _UPLOAD_DESCRIPTION}
+    schema = {"type": "array", "items": file_schema} if many else file_schema
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": [field], "properties": {field: schema}}
+                }
+            },
+        }
+    }
 
 
 def _pipeline(request: Request) -> PredictionPipeline:
@@ -65,40 +82,50 @@ def _pipeline(request: Request) -> PredictionPipeline:
     return pipeline
 
 
-async def _read_upload(file: UploadFile, max_bytes: int, index: int | None = None) -> Upload:
-    data = await file.read()
-    upload = Upload(data=data, filename=file.filename, index=index)
-    metrics.UPLOAD_BYTES.observe(len(data))
-    if len(data) > max_bytes:
-        where = "the file" if index is None else upload.describe()
-        raise PayloadTooLargeError(f"{where} is {len(data)} bytes; the limit is {max_bytes} (MAX_UPLOAD_BYTES)")
-    return upload
+async def _read_uploads(request: Request, field: str, most: int) -> list[Upload]:
+    """The files sent in `field`, each checked against MAX_UPLOAD_BYTES; 422 if there are none."""
+    parts = parse_multipart(await request.body(), request.headers.get("content-type", ""))
+    files = [part for part in parts if part.field == field]
+    if not files:
+        raise RequestValidationError([{"type": "missing", "loc": ("body", field), "msg": "Field required"}])
+    if len(files) > most:
+        raise BadBatchError(
+            "send exactly one file in field 'file'; use /predict/batch (field 'files') for several"
+            if most == 1
+            else f"{len(files)} files sent; at most {most} per batch (MAX_BATCH)"
+        )
+    max_bytes = request.app.state.settings.max_upload_bytes
+    uploads = []
+    for index, part in enumerate(files):
+        upload = Upload(data=part.data, filename=part.filename, index=None if most == 1 else index)
+        metrics.UPLOAD_BYTES.observe(len(part.data))
+        if len(part.data) > max_bytes:
+            where = "the file" if upload.index is None else upload.describe()
+            raise PayloadTooLargeError(
+                f"{where} is {len(part.data)} bytes; the limit is {max_bytes} (MAX_UPLOAD_BYTES)"
+            )
+        uploads.append(upload)
+    return uploads
 
 
-@router.post(
+@prediction_router.post(
     "/predict",
     summary="Classify one digit image",
     description="Send one image as multipart field `file`, as in `curl -F file=@digit.png .../predict`.",
     response_model=Prediction,
     responses=_ERRORS,
-    dependencies=protected,
+    openapi_extra=_upload_body("file", many=False),
     tags=["prediction"],
 )
-async def predict(
-    request: Request,
-    file: Annotated[UploadFile, File(description=_UPLOAD_DESCRIPTION)],
-    pipeline: Annotated[PredictionPipeline, Depends(_pipeline)],
-) -> Response:
-    form = await request.form()
-    if len(form.getlist("file")) > 1:
-        raise BadBatchError("send exactly one file in field 'file'; use /predict/batch (field 'files') for several")
-    upload = await _read_upload(file, request.app.state.settings.max_upload_bytes)
-    [body] = prediction_bodies(await pipeline.predict([upload]))
+async def predict(request: Request) -> Response:
+    pipeline = _pipeline(request)
+    uploads = await _read_uploads(request, "file", most=1)
+    [body] = prediction_bodies(await pipeline.predict(uploads))
     annotate_access_log(request, **{"class": body["class"], "confidence": round(body["confidence"], 4)})
     return JSONResponse(body)
 
 
-@router.post(
+@prediction_router.post(
     "/predict/batch",
     summary="Classify several digit images in one forward pass",
     description="Send 1 to MAX_BATCH images as repeated multipart field `files` "
@@ -106,29 +133,23 @@ async def predict(
     "one bad file fails the whole request with a message naming it (index and filename).",
     response_model=BatchPrediction,
     responses=_ERRORS,
-    dependencies=protected,
+    openapi_extra=_upload_body("files", many=True),
     tags=["prediction"],
 )
-async def predict_batch(
-    request: Request,
-    files: Annotated[list[UploadFile], File(description=_UPLOAD_DESCRIPTION)],
-    pipeline: Annotated[PredictionPipeline, Depends(_pipeline)],
-) -> Response:
-    settings = request.app.state.settings
-    if len(files) > settings.max_batch:
-        raise BadBatchError(f"{len(files)} files sent; at most {settings.max_batch} per batch (MAX_BATCH)")
-    uploads = [await _read_upload(file, settings.max_upload_bytes, index) for index, file in enumerate(files)]
+async def predict_batch(request: Request) -> Response:
+    pipeline = _pipeline(request)
+    uploads = await _read_uploads(request, "files", most=request.app.state.settings.max_batch)
     bodies = prediction_bodies(await pipeline.predict(uploads))
     annotate_access_log(request, files=len(bodies), classes="".join(str(body["class"]) for body in bodies))
     return JSONResponse({"predictions": bodies})
 
 
-@router.get("/healthz", summary="Liveness: the process is up", response_model=Health, tags=["operations"])
+@operations_router.get("/healthz", summary="Liveness: the process is up", response_model=Health)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get(
+@operations_router.get(
     "/readyz",
     summary="Readiness: the model is loaded and warmed up",
     response_model=Readiness,
@@ -146,16 +167,15 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
 
 
-@router.get(
+@prediction_router.get(
     "/model",
     summary="The served model: architecture, device, weights sha256, test accuracy",
     response_model=ModelDescription,
     responses=_MODEL_ERRORS,
-    dependencies=protected,
     tags=["operations"],
 )
-async def model_description(pipeline: Annotated[PredictionPipeline, Depends(_pipeline)]) -> dict[str, Any]:
-    info = pipeline.classifier.info
+async def model_description(request: Request) -> dict[str, Any]:
+    info = _pipeline(request).classifier.info
     return {
         "architecture": describe_architecture(info.hidden_size),
         "hidden_size": info.hidden_size,
@@ -168,12 +188,11 @@ async def model_description(pipeline: Annotated[PredictionPipeline, Depends(_pip
     }
 
 
-@router.get(
+@operations_router.get(
     "/metrics",
     summary="Prometheus metrics (text exposition format)",
     response_class=Response,
     responses={200: {"content": {"text/plain": {"example": "mnist_http_requests_total{...} 1.0"}}}},
-    tags=["operations"],
 )
 async def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
