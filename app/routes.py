@@ -61,8 +61,13 @@ operations_router = APIRouter(tags=["operations"])
 
 def _upload_body(field: str, many: bool) -> dict[str, Any]:
     """The request body as OpenAPI sees it; /docs turns the binary strings into file pickers."""
-    file_schema = {"type": "string", "contentMediaType": "application/octet-stream", "description": _UPLOAD_DESCRIPTION}
-    schema = {"type": "array", "items": file_schema} if many else file_schema
+    file_schema = {
+        "type": "string",
+        "contentMediaType": "application/octet-stream",
+        "minLength": 1,
+        "description": _UPLOAD_DESCRIPTION,
+    }
+    schema = {"type": "array", "items": file_schema, "minItems": 1} if many else file_schema
     return {
         "requestBody": {
             "required": True,
