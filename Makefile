@@ -31,9 +31,10 @@ test: $(VENV)/.installed-dev  ## lint, then the fast offline test suite
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-test-system: $(VENV)/.installed-system-test  ## slow suites: browser, docker, load, fuzz (installs Debian packages as root)
+test-system: $(VENV)/.installed-system-test  ## slow suites: browser, load, fuzz, then the Docker smoke test (root: installs Debian packages)
 	scripts/system-deps.sh
 	$(BIN)/python -m pytest -m system
+	scripts/docker-smoke.sh
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ import re
 import sys
 import time
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -132,7 +133,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record),
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Docker smoke test: build the image offline, start it with docker compose, and check it for real.
+#
+# Starts its own Docker engine (Debian's docker.io) in a temporary folder, builds with
+# --network none from a locally made Debian base image and wheels downloaded on the host,
+# runs `docker compose up --wait`, then from the host: /healthz is 200, samples/7.png is a 7,
+# the process is not root, and `docker stop` ends it cleanly within 10 s. Everything it made
+# (containers, images, the engine and its files) is removed at the end; the base image tarball
+# and the wheels stay cached in $MNIST_SERVE_CACHE (default ~/.cache/mnist-serve) for next time.
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+cache="${MNIST_SERVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mnist-serve}"
+port="${SMOKE_PORT:-18000}"
+python="${PYTHON:-$repo/.venv/bin/python}"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+work="$(mktemp -d /tmp/mnist-smoke.XXXXXX)"
+# Debian's docker.io ships no buildx plugin, so builds use the classic builder.
+export DOCKER_HOST="unix://$work/docker.sock" DOCKER_CONFIG="$work/docker-config" DOCKER_BUILDKIT=0
+project=mnist-smoke
+image=mnist-serve:smoke
+copied_wheels=()
+started=$SECONDS
+step_started=$SECONDS
+
+step() {
+  echo "[smoke] $1 done in $((SECONDS - step_started)) s"
+  step_started=$SECONDS
+}
+
+cleanup() {
+  set +e
+  if [ -S "$work/docker.sock" ]; then
+    IMAGE=$image docker compose -p "$project" down --volumes --timeout 10 >/dev/null 2>&1
+    docker rmi -f "$image" local/py311-bookworm:base >/dev/null 2>&1
+  fi
+  if [ -f "$work/dockerd.pid" ]; then
+    pid="$(cat "$work/dockerd.pid")"
+    kill "$pid" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null
+  fi
+  for wheel in "${copied_wheels[@]}"; do rm -f "$wheel"; done
+  umount -R "$work" 2>/dev/null
+  rm -rf "$work"
+  echo "[smoke] cleaned up after $((SECONDS - started)) s in all"
+}
+trap cleanup EXIT
+
+"$repo/scripts/system-deps.sh"
+step "system packages"
+
+# A Debian base with Python 3.11, made here because image registries are out of reach.
+base_tar="$cache/py311-bookworm-base.tar"
+if [ ! -f "$base_tar" ]; then
+  mkdir -p "$cache"
+  debootstrap --variant=minbase --include=python3,python3-venv bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log"
+  rm -rf "$work"/rootfs/var/cache/apt/archives/*.deb "$work"/rootfs/var/lib/apt/lists/*
+  tar -C "$work/rootfs" -cf "$base_tar.partial" . && mv "$base_tar.partial" "$base_tar"
+  rm -rf "$work/rootfs"
+fi
+step "base image tarball ($base_tar)"
+
+# Wheels for the image, downloaded on the host (pip inside a container has no trusted route out).
+mkdir -p "$cache/wheels"
+"$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+  --python-version 3.11 --implementation cp --abi cp311 \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 \
+  --platform manylinux1_x86_64 --platform any \
+  -d "$cache/wheels" "torch==2.13.0+cpu" -r docker/requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+for wheel in "$cache"/wheels/*.whl; do
+  target="docker/wheels/$(basename "$wheel")"
+  if [ ! -e "$target" ]; then
+    cp "$wheel" "$target"
+    copied_wheels+=("$target")
+  fi
+done
+step "wheels"
+
+mkdir -p "$DOCKER_CONFIG/cli-plugins"
+ln -s "$("$python" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).with_name("docker-compose"))')" \
+  "$DOCKER_CONFIG/cli-plugins/docker-compose"
+dockerd --iptables=false --ip6tables=false --bridge=none --data-root "$work/data" --exec-root "$work/exec" \
+  --pidfile "$work/dockerd.pid" -H "$DOCKER_HOST" >"$work/dockerd.log" 2>&1 &
+for _ in $(seq 1 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
+docker info >/dev/null
+step "Docker engine started (pid $(cat "$work/dockerd.pid"))"
+
+docker import - local/py311-bookworm:base <"$base_tar" >/dev/null
+docker build --quiet --network none --build-arg BASE=local/py311-bookworm:base -t "$image" . >/dev/null
+echo "[smoke] image $image: $(docker image inspect "$image" --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}')"
+step "offline image build"
+
+IMAGE=$image PUBLISH_PORT=$port docker compose -p "$project" up --no-build --wait --wait-timeout 120
+step "docker compose up --wait (healthy)"
+
+health="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz")"
+[ "$health" = 200 ] || { echo "[smoke] /healthz answered $health"; exit 1; }
+answer="$(curl -s -F file=@samples/7.png "http://127.0.0.1:$port/predict")"
+predicted="$("$python" -c 'import json, sys; print(json.loads(sys.argv[1])["class"])' "$answer")"
+echo "[smoke] samples/7.png -> class $predicted (from inside the container)"
+[ "$predicted" = 7 ] || { echo "[smoke] expected class 7, got: $answer"; exit 1; }
+container="$(docker compose -p "$project" ps -q api)"
+uid="$(docker exec "$container" id -u)"
+echo "[smoke] the service runs as uid $uid"
+[ "$uid" != 0 ] || { echo "[smoke] the service runs as root"; exit 1; }
+step "health, prediction and user checks"
+
+stop_started_ns=$(date +%s%N)
+docker stop --time 10 "$container" >/dev/null
+stop_ms=$(( ($(date +%s%N) - stop_started_ns) / 1000000 ))
+exit_code="$(docker inspect "$container" --format '{{.State.ExitCode}}')"
+echo "[smoke] docker stop took ${stop_ms} ms, exit code $exit_code"
+docker logs "$container" 2>&1 | grep -q "Application shutdown complete" \
+  || { echo "[smoke] no clean lifespan shutdown in the logs"; exit 1; }
+[ "$stop_ms" -lt 10000 ] || { echo "[smoke] stop took too long"; exit 1; }
+[ "$exit_code" = 0 ] || [ "$exit_code" = 143 ] || { echo "[smoke] unexpected exit code $exit_code"; exit 1; }
+step "clean stop"
+echo "[smoke] passed"

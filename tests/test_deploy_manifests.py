@@ -1,0 +1,74 @@
+"""The Kubernetes manifests agree with the app and the image: port, probe paths, user."""
+
+import re
+
+import pytest
+import yaml
+
+from app.main import create_app
+from app.settings import Settings, setting_variables
+from tests.helpers import REPO_ROOT
+
+K8S = REPO_ROOT / "deploy" / "k8s"
+
+
+def _manifest(name: str) -> dict:
+    return yaml.safe_load((K8S / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def container() -> dict:
+    [only] = _manifest("deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def _dockerfile_value(instruction: str) -> str:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    return re.search(rf"^{instruction}\s+(.+)$", dockerfile, re.MULTILINE).group(1).strip()
+
+
+def test_container_port_is_the_port_the_image_listens_on(container):
+    assert _dockerfile_value("EXPOSE") == "8000"
+    assert re.search(r"^\s+PORT=8000 \\$", (REPO_ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    [port] = container["ports"]
+    assert port == {"name": "http", "containerPort": 8000}
+    service_port = _manifest("service.yaml")["spec"]["ports"][0]
+    assert service_port["targetPort"] in ("http", 8000)
+
+
+def test_probes_use_the_apps_health_and_readiness_routes(container):
+    paths = set(create_app(Settings()).openapi()["paths"])
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] in paths
+        assert container[probe]["httpGet"]["port"] == "http"
+
+
+def test_pod_runs_as_the_images_non_root_user_on_a_read_only_root(container):
+    pod = _manifest("deployment.yaml")["spec"]["template"]["spec"]
+    image_user, image_group = _dockerfile_value("USER").split(":")
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert str(pod["securityContext"]["runAsUser"]) == image_user != "0"
+    assert str(pod["securityContext"]["runAsGroup"]) == image_group
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {mount["mountPath"] for mount in container["volumeMounts"]} == {"/tmp"}
+
+
+def test_resources_have_requests_and_limits(container):
+    assert set(container["resources"]) == {"requests", "limits"}
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory"}
+
+
+def test_service_and_autoscaler_point_at_the_deployment():
+    deployment = _manifest("deployment.yaml")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert _manifest("service.yaml")["spec"]["selector"].items() <= labels.items()
+    target = _manifest("hpa.yaml")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+
+
+def test_settings_named_in_the_manifest_exist(container):
+    assert {variable["name"] for variable in container["env"]} <= set(setting_variables())
