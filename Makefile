@@ -46,6 +46,10 @@ train: $(VENV)/.installed-dev  ## retrain into models/ (ARGS="--data-dir ../shar
 samples: $(VENV)/.installed-dev  ## write samples/0.png ... samples/9.png from the MNIST test set
 	$(BIN)/python scripts/make_samples.py --data-dir $(DATA_DIR)
 
+bench: $(VENV)/.installed-dev  ## serving benchmark: /predict vs a bare endpoint with wrk (root: installs wrk)
+	scripts/system-deps.sh wrk
+	$(BIN)/python bench/serve_bench.py
+
 bench-train: $(VENV)/.installed-dev  ## classic DataLoader loop vs in-memory loop, side by side
 	$(BIN)/python bench/train_bench.py --data-dir $(DATA_DIR)
 

@@ -10,7 +10,6 @@ RSS per worker. Results go to bench/results.json.
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -23,6 +22,7 @@ import urllib.request
 from datetime import date
 from pathlib import Path
 
+from machine import describe_machine
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
@@ -225,7 +225,7 @@ def main() -> None:
 
     results = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": describe_machine(),
         "command": "make bench",
         "load": f"wrk -t1 -c{args.connections}, {args.rounds} rounds of {args.seconds} s each, A/B alternating",
         "workers": {},

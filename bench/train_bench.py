@@ -7,12 +7,12 @@ is the reference tutorial's: a DataLoader over torchvision's MNIST with a per-sa
 
 import argparse
 import json
-import platform
 import time
 from datetime import date
 from pathlib import Path
 
 import torch
+from machine import describe_machine
 from torch import nn, optim
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -69,8 +69,8 @@ def main() -> None:
 
     results = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
-        "torch": torch.__version__,
+        "machine": describe_machine(),
+        "torch": f"{torch.__version__}, {torch.get_num_threads()} threads",
         "epochs": config.epochs,
         "classic_seconds": round(classic_seconds, 2),
         "classic_accuracy": round(classic_accuracy, 2),

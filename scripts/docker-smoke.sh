@@ -104,7 +104,7 @@ echo "[smoke] samples/7.png -> class $predicted (from inside the container)"
 [ "$predicted" = 7 ] || { echo "[smoke] expected class 7, got: $answer"; exit 1; }
 container="$(docker compose -p "$project" ps -q api)"
 uid="$(docker exec "$container" id -u)"
-echo "[smoke] the service runs as uid $uid"
+echo "[smoke] the service runs as uid $uid; memory: $(docker stats --no-stream --format '{{.MemUsage}}' "$container")"
 [ "$uid" != 0 ] || { echo "[smoke] the service runs as root"; exit 1; }
 step "health, prediction and user checks"
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Install the Debian packages the system test suites drive, when they are missing:
+# Install the Debian packages the system test suites and benchmarks drive, when they are missing:
 # wrk (load), chromium + chromedriver (browser), docker.io + debootstrap (container smoke test).
+# usage: scripts/system-deps.sh [COMMAND ...]   (default: all of them)
 set -euo pipefail
+declare -A package_of=([wrk]=wrk [chromium]=chromium [chromedriver]=chromium-driver [dockerd]=docker.io
+                       [debootstrap]=debootstrap)
+commands=("$@")
+[ ${#commands[@]} -gt 0 ] || commands=(wrk chromium chromedriver dockerd debootstrap)
 wanted=()
-command -v wrk >/dev/null || wanted+=(wrk)
-command -v chromium >/dev/null || wanted+=(chromium)
-command -v chromedriver >/dev/null || wanted+=(chromium-driver)
-command -v dockerd >/dev/null || wanted+=(docker.io)
-command -v debootstrap >/dev/null || wanted+=(debootstrap)
+for command in "${commands[@]}"; do
+  command -v "$command" >/dev/null || wanted+=("${package_of[$command]}")
+done
 if [ ${#wanted[@]} -eq 0 ]; then
   exit 0
 fi
