@@ -87,22 +87,22 @@ def _pipeline(request: Request) -> PredictionPipeline:
     return pipeline
 
 
-async def _read_uploads(request: Request, field: str, most: int) -> list[Upload]:
-    """The files sent in `field`, each checked against MAX_UPLOAD_BYTES; 422 if there are none."""
+async def _read_uploads(request: Request, batch: bool) -> list[Upload]:
+    """The files sent in `files` (a batch) or `file`, each checked against MAX_UPLOAD_BYTES."""
+    settings = request.app.state.settings
+    field = "files" if batch else "file"
     parts = parse_multipart(await request.body(), request.headers.get("content-type", ""))
     files = [part for part in parts if part.field == field]
     if not files:
         raise RequestValidationError([{"type": "missing", "loc": ("body", field), "msg": "Field required"}])
-    if len(files) > most:
-        raise BadBatchError(
-            "send exactly one file in field 'file'; use /predict/batch (field 'files') for several"
-            if most == 1
-            else f"{len(files)} files sent; at most {most} per batch (MAX_BATCH)"
-        )
-    max_bytes = request.app.state.settings.max_upload_bytes
+    if batch and len(files) > settings.max_batch:
+        raise BadBatchError(f"{len(files)} files sent; at most {settings.max_batch} per batch (MAX_BATCH)")
+    if not batch and len(files) > 1:
+        raise BadBatchError("send exactly one file in field 'file'; use /predict/batch (field 'files') for several")
+    max_bytes = settings.max_upload_bytes
     uploads = []
     for index, part in enumerate(files):
-        upload = Upload(data=part.data, filename=part.filename, index=None if most == 1 else index)
+        upload = Upload(data=part.data, filename=part.filename, index=index if batch else None)
         metrics.UPLOAD_BYTES.observe(len(part.data))
         if len(part.data) > max_bytes:
             where = "the file" if upload.index is None else upload.describe()
@@ -124,7 +124,7 @@ async def _read_uploads(request: Request, field: str, most: int) -> list[Upload]
 )
 async def predict(request: Request) -> Response:
     pipeline = _pipeline(request)
-    uploads = await _read_uploads(request, "file", most=1)
+    uploads = await _read_uploads(request, batch=False)
     [body] = prediction_bodies(await pipeline.predict(uploads))
     annotate_access_log(request, **{"class": body["class"], "confidence": round(body["confidence"], 4)})
     return JSONResponse(body)
@@ -143,7 +143,7 @@ async def predict(request: Request) -> Response:
 )
 async def predict_batch(request: Request) -> Response:
     pipeline = _pipeline(request)
-    uploads = await _read_uploads(request, "files", most=request.app.state.settings.max_batch)
+    uploads = await _read_uploads(request, batch=True)
     bodies = prediction_bodies(await pipeline.predict(uploads))
     annotate_access_log(request, files=len(bodies), classes="".join(str(body["class"]) for body in bodies))
     return JSONResponse({"predictions": bodies})
@@ -165,7 +165,6 @@ async def healthz() -> dict[str, str]:
             "content": {"application/json": {"example": {"status": "not ready"}}},
         }
     },
-    tags=["operations"],
 )
 async def readyz(request: Request) -> Response:
     ready = request.app.state.pipeline is not None

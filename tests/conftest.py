@@ -100,3 +100,13 @@ def running_server(**overrides) -> Iterator[str]:
 def live_url():
     with running_server(max_batch=8, body_timeout_seconds=1.0) as url:
         yield url
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave tests/system/ out unless the run asks for it (`-m system`): its modules import the
+    `system-test` extra (selenium, schemathesis), which the fast suite does not install."""
+    expression = config.getoption("markexpr") or ""
+    wants_system = "system" in expression and "not system" not in expression
+    if collection_path.name == "system" and not wants_system:
+        return True
+    return None

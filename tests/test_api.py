@@ -175,6 +175,17 @@ def test_batch_refuses_more_than_max_batch(mnist_test_split):
         assert small_client.post("/predict/batch", files=[("files", ("a.png", data))] * 3).status_code == 200
 
 
+def test_a_batch_of_one_allowed_file_is_still_a_batch(mnist_test_split):
+    data = png_of(mnist_test_split.images[0].numpy())
+    with make_client(max_batch=1) as one_file_client:
+        accepted = one_file_client.post("/predict/batch", files=[("files", ("a.png", data))])
+        assert [prediction["class"] for prediction in accepted.json()["predictions"]] == [7]
+        refused = one_file_client.post("/predict/batch", files=[("files", ("a.png", data))] * 2)
+        assert refused.json()["detail"] == "2 files sent; at most 1 per batch (MAX_BATCH)"
+        named = one_file_client.post("/predict/batch", files=[("files", ("x.txt", b"text"))])
+        assert named.json()["detail"].startswith("file #0 ('x.txt'): ")
+
+
 def test_batch_error_names_the_file_by_index_and_filename(client, mnist_test_split):
     good = png_of(mnist_test_split.images[0].numpy())
     files = [("files", ("good.png", good)), ("files", ("notes.txt", b"plain text")), ("files", ("g2.png", good))]
