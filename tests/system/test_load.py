@@ -1,12 +1,10 @@
 """Sustained load on the real server: 30 s, 32 connections, 90 % good digits and 10 % bad uploads."""
 
 import asyncio
-import os
 import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 
 from tests.corpus import CORPUS
 from tests.helpers import REPO_ROOT, multipart_body
+from tests.system.serving import start_service, wait_until_ready
 
 pytestmark = pytest.mark.system
 
@@ -24,12 +23,6 @@ DURATION_SECONDS = 30
 WARM_UP_SECONDS = 3
 BAD_SHARE = 0.10
 BAD_KINDS = ("text-named-png", "pdf", "truncated-png", "png-bomb-100000x100000", "all-white", "zero-bytes")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _rss_kib(pid: int) -> int:
@@ -41,30 +34,16 @@ def _rss_kib(pid: int) -> int:
 
 @pytest.fixture
 def server(tmp_path: Path):
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=REPO_ROOT,
-        stdout=log,
-        stderr=log,
-        env={**os.environ, "PORT": str(port), "WORKERS": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+    log = tmp_path / "server.log"
+    with log.open("w") as output:
+        process, url = start_service(output, WORKERS="1")
         try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, (tmp_path / "server.log").read_text()
-        assert time.monotonic() < deadline, "server not ready"
-        time.sleep(0.05)
-    yield process, url, tmp_path / "server.log"
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+            wait_until_ready(process, url)
+            yield process, url, log
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 class Tally:

@@ -1,9 +1,6 @@
 """Several uvicorn workers: metrics summed over all of them, and startup failure stops them all."""
 
-import os
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -11,20 +8,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import REPO_ROOT
-from tests.system.test_load import _free_port
+from tests.system.serving import start_service, wait_until_ready
 
 pytestmark = pytest.mark.system
 
 
-def _start(port: int, **environment: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PORT": str(port), "WORKERS": "2", "LOG_LEVEL": "warning", **environment},
-    )
+def _start(**environment: str) -> tuple[subprocess.Popen, str]:
+    return start_service(subprocess.PIPE, WORKERS="2", LOG_LEVEL="warning", **environment)
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -37,18 +27,9 @@ def _sample(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_count_requests_across_two_workers():
-    port = _free_port()
-    process = _start(port)
-    url = f"http://127.0.0.1:{port}"
+    process, url = _start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-            assert time.monotonic() < deadline
+        wait_until_ready(process, url)
         digit = (REPO_ROOT / "samples" / "7.png").read_bytes()
 
         def predict(_: int) -> int:
@@ -68,7 +49,7 @@ def test_metrics_count_requests_across_two_workers():
 
 
 def test_a_worker_that_cannot_load_the_model_stops_the_server_with_an_error():
-    process = _start(_free_port(), MODEL_PATH="missing/weights.pt")
+    process, _ = _start(MODEL_PATH="missing/weights.pt")
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 3
     assert "cannot start: missing/weights.pt: weights file not found" in output
