@@ -14,7 +14,6 @@ from app.errors import ImageTooLargeError, InvalidImageError, UnsupportedMediaTy
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 ACCEPTED_DESCRIPTION = "PNG, JPEG, GIF (first frame), BMP, WebP or TIFF (first page)"
 
 _ACCEPTED_SIGNATURES = (

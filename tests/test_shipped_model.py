@@ -7,7 +7,8 @@ from torchvision import transforms
 
 from mnist_core.contract import pixels_to_input
 from mnist_core.files import file_sha256, metadata_path_for
-from tests.conftest import SHIPPED_WEIGHTS
+from tests.conftest import MNIST_DIR, SHIPPED_WEIGHTS
+from training.cli import main as training_main
 from training.evaluate import evaluate
 
 
@@ -30,3 +31,12 @@ def test_contract_equals_torchvision_to_tensor_then_flatten(mnist_test_split):
     to_tensor = transforms.ToTensor()
     classic = torch.stack([to_tensor(image.numpy()).reshape(-1) for image in images])
     assert torch.equal(pixels_to_input(images), classic)
+
+
+def test_the_default_command_reproduces_the_shipped_accuracy(mnist_test_split, tmp_path, capsys):
+    """`python -m training --data-dir ../shared/datasets --no-download`, written to a scratch folder."""
+    assert training_main(["--data-dir", str(MNIST_DIR), "--no-download", "--out", str(tmp_path), "--quiet"]) == 0
+    retrained = json.loads((tmp_path / "mnist_ffn.json").read_text())["test"]["accuracy"]
+    shipped = json.loads(metadata_path_for(SHIPPED_WEIGHTS).read_text())["test"]["accuracy"]
+    assert abs(retrained - shipped) <= 0.3
+    assert f"with accuracy {retrained:.2f}" in capsys.readouterr().out

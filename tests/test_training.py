@@ -147,3 +147,9 @@ def test_help_documents_every_option(capsys):
         "--quiet",
     ):
         assert option in help_text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_it_is_a_one_line_error(tiny_mnist: Path, capsys):
+    assert training_main(["--data-dir", str(tiny_mnist), "--no-download", "--device", "cuda", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == "error: device 'cuda' requested but CUDA is not available on this machine"
