@@ -13,8 +13,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from app.metrics import MULTIPROCESS_ENV
-from app.observability import configure_logging
+from app.observability.logs import configure_logging
+from app.observability.metrics import MULTIPROCESS_ENV
 from app.settings import Settings, SettingsError
 
 

@@ -14,15 +14,16 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
-from app.error_handlers import install_error_handlers, respond_with_error
-from app.limits import MULTIPART_OVERHEAD_BYTES, UploadGuardMiddleware
-from app.model import ModelLoadError, load_classifier
-from app.observability import RequestObservabilityMiddleware, configure_logging
-from app.pages import STATIC_DIR, page_router
-from app.pipeline import PredictionPipeline
-from app.routes import operations_router, prediction_router
-from app.security import require_api_key
+from app.http.error_handlers import install_error_handlers, respond_with_error
+from app.http.limits import MULTIPART_OVERHEAD_BYTES, UploadGuardMiddleware
+from app.http.observe import RequestObservabilityMiddleware
+from app.http.pages import STATIC_DIR, page_router
+from app.http.security import require_api_key
+from app.inference.classifier import ModelLoadError, load_classifier
+from app.inference.pipeline import PredictionPipeline
+from app.observability import metrics
+from app.observability.logs import configure_logging
+from app.protocols.native.routes import operations_router, prediction_router
 from app.settings import Settings
 
 logger = logging.getLogger("mnist.service")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.pipeline import INLINE_PIXEL_BUDGET
+from app.inference.pipeline import INLINE_PIXEL_BUDGET
 from tests.conftest import make_client, reference_probabilities
 from tests.helpers import drawn_digit, encode, multipart_body, png_declaring, png_of
 

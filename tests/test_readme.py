@@ -3,7 +3,7 @@
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import app.metrics  # noqa: F401 (registers the service's metrics)
+import app.observability.metrics  # noqa: F401 (registers the service's metrics)
 from app.settings import Settings, setting_variables
 from tests.helpers import REPO_ROOT
 

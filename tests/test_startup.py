@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.model import ModelLoadError, load_classifier
+from app.inference.classifier import ModelLoadError, load_classifier
 from mnist_core.files import metadata_path_for
 from tests.conftest import SHIPPED_WEIGHTS, make_client
 from tests.helpers import REPO_ROOT

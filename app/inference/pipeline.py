@@ -11,11 +11,11 @@ import numpy as np
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from app import metrics
-from app.decode import load_pixels, open_image
 from app.errors import ClientError
-from app.model import DigitClassifier
-from app.preprocess import to_digit_pixels
+from app.inference.classifier import DigitClassifier
+from app.inference.decode import load_pixels, open_image
+from app.inference.preprocess import to_digit_pixels
+from app.observability import metrics
 from mnist_core.contract import IMAGE_SIDE
 
 # A full batch of MNIST-sized digits (about 2 ms of work, measured): sending it to a thread

@@ -6,14 +6,14 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from app import metrics
-from app.decode import ACCEPTED_DESCRIPTION
 from app.errors import BadBatchError, NotReadyError, PayloadTooLargeError
-from app.multipart import parse_multipart
-from app.observability import annotate_access_log
-from app.pipeline import PredictionPipeline, Upload
-from app.responses import prediction_bodies
-from app.schemas import (
+from app.http.observe import annotate_access_log
+from app.inference.decode import ACCEPTED_DESCRIPTION
+from app.inference.pipeline import PredictionPipeline, Upload
+from app.observability import metrics
+from app.protocols.native.multipart import parse_multipart
+from app.protocols.native.responses import prediction_bodies
+from app.protocols.native.schemas import (
     VALIDATION_RESPONSE,
     BatchPrediction,
     Health,

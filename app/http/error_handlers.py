@@ -7,8 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from app import metrics
 from app.errors import ClientError
+from app.observability import metrics
 
 logger = logging.getLogger(__name__)
 

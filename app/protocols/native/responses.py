@@ -4,7 +4,7 @@ from typing import Any
 
 import numpy as np
 
-from app import metrics
+from app.observability import metrics
 
 
 def prediction_bodies(probabilities: np.ndarray) -> list[dict[str, Any]]:
