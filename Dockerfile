@@ -33,14 +33,14 @@ COPY --from=dependencies /opt/venv /opt/venv
 WORKDIR /srv
 COPY mnist_core/ mnist_core/
 COPY app/ app/
-COPY models/mnist_ffn.pt models/mnist_ffn.json models/
+COPY models/ models/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
     WORKERS=1 \
-    MODEL_PATH=/srv/models/mnist_ffn.pt
+    MODEL_PATH=/srv/models/mnist/1/model.pt
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

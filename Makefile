@@ -23,7 +23,7 @@ $(VENV)/.installed-system-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[train,dev,system-test]'
 	touch $@
 
-run: $(VENV)/.installed-serve  ## serve models/mnist_ffn.pt on http://127.0.0.1:8000
+run: $(VENV)/.installed-serve  ## serve models/mnist/1/model.pt on http://127.0.0.1:8000
 	$(BIN)/python -m app
 
 test: $(VENV)/.installed-dev  ## lint, then the fast offline test suite

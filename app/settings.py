@@ -27,7 +27,7 @@ def _env(name: str, description: str, minimum: float | None = None, choices: tup
 @dataclass(frozen=True)
 class Settings:
     model_path: Path = field(
-        default=Path("models/mnist_ffn.pt"),
+        default=Path("models/mnist/1/model.pt"),
         metadata=_env("MODEL_PATH", "state_dict to serve; its metadata is the .json file beside it"),
     )
     allow_sha256_mismatch: bool = field(

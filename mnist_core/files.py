@@ -14,7 +14,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-WEIGHTS_FILENAME = "mnist_ffn.pt"
+WEIGHTS_FILENAME = "model.pt"
 
 
 def metadata_path_for(weights_path: Path) -> Path:

@@ -18,7 +18,7 @@ from app.settings import Settings
 from mnist_core.network import NeuralNetwork
 from tests.helpers import REPO_ROOT, synthetic_digits, write_idx_images, write_idx_labels
 
-SHIPPED_WEIGHTS = REPO_ROOT / "models" / "mnist_ffn.pt"
+SHIPPED_WEIGHTS = REPO_ROOT / "models" / "mnist" / "1" / "model.pt"
 MNIST_DIR = Path(os.environ.get("MNIST_DATA_DIR", REPO_ROOT.parent / "shared" / "datasets"))
 
 

@@ -146,7 +146,7 @@ def test_startup_log_names_model_device_and_threads(capsys):
         started.get("/healthz")
     startup = [line for line in capsys.readouterr().err.splitlines() if "serving " in line]
     assert len(startup) == 1
-    assert "models/mnist_ffn.pt" in startup[0]
+    assert "models/mnist/1/model.pt" in startup[0]
     assert "sha256 " in startup[0]
     assert "test accuracy 97.21 %" in startup[0]
     assert "on cpu with 1 torch thread(s)" in startup[0]

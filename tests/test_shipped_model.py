@@ -36,7 +36,7 @@ def test_contract_equals_torchvision_to_tensor_then_flatten(mnist_test_split):
 def test_the_default_command_reproduces_the_shipped_accuracy(mnist_test_split, tmp_path, capsys):
     """`python -m training --data-dir ../shared/datasets --no-download`, written to a scratch folder."""
     assert training_main(["--data-dir", str(MNIST_DIR), "--no-download", "--out", str(tmp_path), "--quiet"]) == 0
-    retrained = json.loads((tmp_path / "mnist_ffn.json").read_text())["test"]["accuracy"]
+    retrained = json.loads((tmp_path / "model.json").read_text())["test"]["accuracy"]
     shipped = json.loads(metadata_path_for(SHIPPED_WEIGHTS).read_text())["test"]["accuracy"]
     assert abs(retrained - shipped) <= 0.3
     assert f"with accuracy {retrained:.2f}" in capsys.readouterr().out

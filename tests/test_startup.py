@@ -29,7 +29,7 @@ class _CodeRunningPayload:
 
 
 def _shipped_copy(folder: Path, with_metadata: bool = True) -> Path:
-    weights = folder / "mnist_ffn.pt"
+    weights = folder / "model.pt"
     shutil.copy(SHIPPED_WEIGHTS, weights)
     if with_metadata:
         shutil.copy(metadata_path_for(SHIPPED_WEIGHTS), metadata_path_for(weights))
@@ -37,19 +37,19 @@ def _shipped_copy(folder: Path, with_metadata: bool = True) -> Path:
 
 
 def test_missing_weights(tmp_path: Path):
-    with pytest.raises(ModelLoadError, match=r"mnist_ffn\.pt: weights file not found"):
-        load_classifier(tmp_path / "mnist_ffn.pt", "cpu")
+    with pytest.raises(ModelLoadError, match=r"model\.pt: weights file not found"):
+        load_classifier(tmp_path / "model.pt", "cpu")
 
 
 def test_corrupt_weights(tmp_path: Path):
-    weights = tmp_path / "mnist_ffn.pt"
+    weights = tmp_path / "model.pt"
     weights.write_bytes(os.urandom(4096))
     with pytest.raises(ModelLoadError, match="not a loadable weights-only state_dict"):
         load_classifier(weights, "cpu")
 
 
 def test_truncated_weights(tmp_path: Path):
-    weights = tmp_path / "mnist_ffn.pt"
+    weights = tmp_path / "model.pt"
     weights.write_bytes(SHIPPED_WEIGHTS.read_bytes()[:5000])
     with pytest.raises(ModelLoadError, match="not a loadable weights-only state_dict"):
         load_classifier(weights, "cpu")
@@ -82,7 +82,7 @@ def test_truncated_weights(tmp_path: Path):
     ids=["wrong-input-size", "wrong-classes", "wrong-keys", "not-a-dict"],
 )
 def test_wrongly_shaped_weights(tmp_path: Path, state_dict, fragment):
-    weights = tmp_path / "mnist_ffn.pt"
+    weights = tmp_path / "model.pt"
     torch.save(state_dict, weights)
     with pytest.raises(ModelLoadError, match=re.escape(fragment)):
         load_classifier(weights, "cpu")
@@ -91,7 +91,7 @@ def test_wrongly_shaped_weights(tmp_path: Path, state_dict, fragment):
 @pytest.mark.parametrize("container", ["torch-zip", "plain-pickle"])
 def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path: Path, container: str):
     marker = tmp_path / "code-ran.marker"
-    weights = tmp_path / "mnist_ffn.pt"
+    weights = tmp_path / "model.pt"
     payload = {"fc1.weight": _CodeRunningPayload(marker)}
     if container == "torch-zip":
         torch.save(payload, weights)
@@ -141,7 +141,7 @@ def test_lifespan_refuses_to_start_with_bad_weights(tmp_path: Path):
     ("environment", "expected_line"),
     [
         ({"MODEL_PATH": "no/such/weights.pt"}, "cannot start: no/such/weights.pt: weights file not found"),
-        ({"DEVICE": "cuda:7"}, "cannot start: cannot serve models/mnist_ffn.pt on DEVICE=cuda:7"),
+        ({"DEVICE": "cuda:7"}, "cannot start: cannot serve models/mnist/1/model.pt on DEVICE=cuda:7"),
         ({"MAX_BATCH": "many"}, "error: MAX_BATCH='many' is not a valid int"),
     ],
     ids=["missing-weights", "missing-device", "bad-setting"],

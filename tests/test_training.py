@@ -69,13 +69,13 @@ def test_cli_writes_every_output_and_they_round_trip(tiny_mnist: Path, tmp_path:
     assert " / 128 with accuracy " in printed
     assert sorted(path.name for path in out.iterdir()) == [
         "confusion.png",
-        "mnist_ffn.json",
-        "mnist_ffn.pt",
+        "model.json",
+        "model.pt",
         "predictions.png",
         "training_curve.png",
     ]  # and no temporary files left behind
-    metadata = json.loads((out / "mnist_ffn.json").read_text())
-    assert metadata["weights"]["sha256"] == file_sha256(out / "mnist_ffn.pt")
+    metadata = json.loads((out / "model.json").read_text())
+    assert metadata["weights"]["sha256"] == file_sha256(out / "model.pt")
     assert metadata["hyperparameters"] == {
         "optimizer": "Adam",
         "learning_rate": 0.001,
@@ -88,7 +88,7 @@ def test_cli_writes_every_output_and_they_round_trip(tiny_mnist: Path, tmp_path:
     assert sum(map(sum, metadata["test"]["confusion_matrix"])) == 128
     assert metadata["architecture"]["state_dict_keys"] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
 
-    state_dict = torch.load(out / "mnist_ffn.pt", weights_only=True)
+    state_dict = torch.load(out / "model.pt", weights_only=True)
     reference = ReferenceNeuralNetwork(784, 10)
     reference.load_state_dict(state_dict)  # strict: same keys, same shapes
     ours = NeuralNetwork()
