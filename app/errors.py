@@ -45,6 +45,8 @@ class UnsupportedMediaTypeError(ClientError):
 class PayloadTooLargeError(ClientError):
     status_code = 413
     reason = "payload_too_large"
+    # The rest of the body may still be on its way; closing is the only way not to read it.
+    response_headers = {"Connection": "close"}  # noqa: RUF012
 
 
 class UnauthorizedError(ClientError):
@@ -56,6 +58,7 @@ class UnauthorizedError(ClientError):
 class BodyTimeoutError(ClientError):
     status_code = 408
     reason = "body_timeout"
+    response_headers = {"Connection": "close"}  # noqa: RUF012
 
 
 class OverloadedError(ClientError):
@@ -68,3 +71,17 @@ class NotReadyError(ClientError):
     status_code = 503
     reason = "not_ready"
     response_headers = {"Retry-After": "1"}  # noqa: RUF012
+
+
+class ModelNotFoundError(ClientError):
+    """No served model has this name, or the model has no such version."""
+
+    status_code = 404
+    reason = "model_not_found"
+
+
+class MissingFieldError(ClientError):
+    """The multipart body has no file in the field the endpoint reads."""
+
+    status_code = 422
+    reason = "validation"

@@ -1,40 +1,61 @@
-"""The FastAPI application: `uvicorn app.main:app`, or `python -m app` to use the settings' workers.
+"""The application: `uvicorn app.main:app`, or `python -m app` for the production server settings.
 
-Settings are read when the application is built; the model is loaded in the lifespan, so
-importing this module loads nothing and a server only accepts traffic once the model is warm.
+Settings are read when the application is built; the models are loaded in the lifespan, so
+importing this module loads nothing and a server only accepts traffic once its models are warm.
+
+    ServiceFront (ids, metrics, access log, body limits, direct prediction routes)
+      -> FastAPI (docs, operations, model descriptions, V2 metadata)
+    both protocols -> InferenceCore (decode -> preprocess -> model) -> ModelRepository
 """
 
+import asyncio
+import contextlib
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
 from fastapi import Depends, FastAPI
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http.error_handlers import install_error_handlers, respond_with_error
-from app.http.limits import MULTIPART_OVERHEAD_BYTES, UploadGuardMiddleware
-from app.http.observe import RequestObservabilityMiddleware
+from app.http.error_handlers import install_error_handlers
+from app.http.front import ServiceFront
+from app.http.limits import MULTIPART_OVERHEAD_BYTES, BodyRule
 from app.http.pages import STATIC_DIR, page_router
 from app.http.security import require_api_key
-from app.inference.classifier import ModelLoadError, load_classifier
-from app.inference.pipeline import PredictionPipeline
+from app.inference.classifier import ModelLoadError
+from app.inference.pipeline import InferenceCore
 from app.observability import metrics
 from app.observability.logs import configure_logging
-from app.protocols.native.routes import operations_router, prediction_router
+from app.protocols import native, v2
+from app.repository.layout import scan_repository, single_file
+from app.repository.registry import ModelRepository, poll_forever
 from app.settings import Settings
 
 logger = logging.getLogger("mnist.service")
 
 DESCRIPTION = """
-Classifies handwritten digits with the classic MNIST feed-forward network (784 -> 50 -> ReLU -> 10).
+Classifies handwritten digits with the classic MNIST feed-forward network (784 -> 50 -> ReLU -> 10),
+serving every model in the model repository.
 
 Send an image with `curl -F file=@digit.png http://127.0.0.1:8000/predict`. A 28x28 grayscale
 MNIST-style digit is used as is; photos, scans and drawings are normalised like MNIST first.
 Errors are JSON `{"detail": "..."}` with the status codes listed on each endpoint.
+
+The same models speak the Open Inference Protocol (KServe V2) under `/v2`, with Triton's binary
+tensor extension; its errors are `{"error": "..."}` as that protocol requires.
 """
+
+
+def build_repository(settings: Settings) -> ModelRepository:
+    if settings.model_path is not None:
+        source = lambda: [single_file(settings.model_path, settings.default_model)]  # noqa: E731
+    else:
+        source = lambda: scan_repository(settings.model_repository)  # noqa: E731
+    return ModelRepository(
+        source, settings.device, settings.default_model, settings.model_versions, settings.allow_sha256_mismatch
+    )
 
 
 @asynccontextmanager
@@ -42,78 +63,74 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_logging(settings.log_level, settings.log_format)
     torch.set_num_threads(settings.torch_threads)
-    classifier = load_classifier(settings.model_path, settings.device, settings.allow_sha256_mismatch)
-    info = classifier.info
-    metrics.MODEL_INFO.labels(info.sha256, info.device, info.torch_version, str(info.hidden_size)).set(1)
-    app.state.pipeline = PredictionPipeline(classifier, settings.max_image_pixels)
-    logger.info(
-        "serving %s (sha256 %s, test accuracy %s %%) on %s with %d torch thread(s)",
-        info.path,
-        info.sha256,
-        info.test_accuracy if info.test_accuracy is not None else "unknown",
-        info.device,
-        torch.get_num_threads(),
+    repository = build_repository(settings)
+    repository.refresh()
+    if settings.default_model not in repository.served:
+        raise ModelLoadError(_nothing_to_serve(repository, settings))
+    app.state.core = InferenceCore(repository, settings.max_image_pixels)
+    logger.info("serving with %d torch thread(s)", torch.get_num_threads())
+    poller = (
+        asyncio.create_task(poll_forever(repository, settings.model_poll_seconds))
+        if settings.model_poll_seconds
+        else None
     )
     try:
         yield
     finally:
-        app.state.pipeline = None
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        app.state.core = None
         metrics.mark_worker_exited()
 
 
-class _ConciseStartupFailure:
-    """Report a model or configuration problem at startup as one line, not a traceback.
-
-    Uvicorn logs whatever text comes with `lifespan.startup.failed`, and Starlette puts the
-    whole traceback there; for a missing or bad weights file the operator needs the message.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_concisely(message: Message) -> None:
-            # Starlette sends this message from inside its `except` block, so the error
-            # being handled is the one that stopped the startup.
-            error = sys.exc_info()[1]
-            if message["type"] == "lifespan.startup.failed" and isinstance(error, ModelLoadError):
-                message = {**message, "message": f"cannot start: {error}"}
-            await send(message)
-
-        await self.app(scope, receive, send_concisely)
+def _nothing_to_serve(repository: ModelRepository, settings: Settings) -> str:
+    """Why the default model cannot be served, naming each refused version's problem."""
+    where = settings.model_path or settings.model_repository
+    refusals = repository.refusals.get(settings.default_model, [])
+    if refusals:
+        return "; ".join(refusal.reason for refusal in refusals)
+    return f"{where}: no version of model {settings.default_model!r} found (DEFAULT_MODEL)"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ServiceFront:
     settings = settings if settings is not None else Settings.from_env()
-    app = FastAPI(title="mnist-serve", version="1.0.0", description=DESCRIPTION, lifespan=_lifespan, docs_url=None)
+    app = FastAPI(
+        title="mnist-serve", version="1.0.0", description=DESCRIPTION, lifespan=_lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
-    app.state.pipeline = None
+    app.state.core = None
     install_error_handlers(app)
-    # The key check (and its security scheme in /docs) exists only when a key is configured.
-    app.include_router(prediction_router, dependencies=[Depends(require_api_key)] if settings.api_key else None)
-    app.include_router(operations_router)
+    # The key check (and its security schemes in /docs) exists only when a key is configured.
+    keyed = [Depends(require_api_key)] if settings.api_key else None
+    app.include_router(native.prediction_router, dependencies=keyed)
+    app.include_router(native.model_router, dependencies=keyed)
+    app.include_router(native.operations_router)
+    app.include_router(v2.server_router)
+    app.include_router(v2.model_router, dependencies=keyed)
+    app.include_router(v2.infer_router, dependencies=keyed)
     app.include_router(page_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    body_limits = {
-        "/predict": settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
-        "/predict/batch": settings.max_batch * (settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES),
+    v2.document_schemas(app)
+    return ServiceFront(app, settings, _direct_routes(settings))
+
+
+def _direct_routes(settings: Settings) -> list[tuple[APIRoute, BodyRule]]:
+    """The prediction routes the front serves itself, each with what its body may be."""
+    upload = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    batch = min(settings.max_batch_bytes, settings.max_batch * upload)
+    multipart = b"multipart/form-data"
+    rules = {
+        "/predict": BodyRule(upload, "MAX_UPLOAD_BYTES", multipart, "curl -F file=@digit.png .../predict"),
+        "/predict/batch": BodyRule(
+            batch, "MAX_BATCH_BYTES", multipart, "curl -F files=@a.png -F files=@b.png .../predict/batch"
+        ),
     }
-    # Starlette runs the middleware added last first: startup reporting, then request
-    # ids, logs and metrics around everything, then the upload limits.
-    app.add_middleware(
-        UploadGuardMiddleware,
-        body_limits=body_limits,
-        max_concurrency=settings.max_concurrency,
-        body_timeout_seconds=settings.body_timeout_seconds,
-        respond_with_error=respond_with_error,
-    )
-    app.add_middleware(RequestObservabilityMiddleware, route_paths=frozenset(body_limits))
-    app.add_middleware(_ConciseStartupFailure)
-    return app
+    v2_rule = BodyRule(settings.max_batch_bytes, "MAX_BATCH_BYTES")
+    return [(route, rules[route.path]) for route in native.prediction_router.routes] + [
+        (route, v2_rule) for route in v2.infer_router.routes
+    ]
 
 
 app = create_app()

@@ -5,10 +5,13 @@ this list by the tests, so the two cannot drift.
 """
 
 import os
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin
+
+from mnist_core.files import MODEL_NAME_PATTERN, VERSION_PATTERN
 
 MIB = 1024 * 1024
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -19,6 +22,34 @@ class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
 
 
+@dataclass(frozen=True)
+class VersionPolicies:
+    """MODEL_VERSIONS: the versions each named model serves (None: all on disk); unnamed models serve their latest."""
+
+    versions: Mapping[str, frozenset[int] | None]
+
+    @classmethod
+    def parse(cls, raw: str) -> "VersionPolicies":
+        versions: dict[str, frozenset[int] | None] = {}
+        for entry in filter(None, (item.strip() for item in raw.split(","))):
+            name, equals, policy = (part.strip() for part in entry.partition("="))
+            numbers = policy.split("+")
+            if not (equals and MODEL_NAME_PATTERN.fullmatch(name)) or not (
+                policy == "all" or all(VERSION_PATTERN.fullmatch(number) for number in numbers)
+            ):
+                raise SettingsError(
+                    f"MODEL_VERSIONS={raw!r}: write name=version, name=1+2 or name=all, separated by commas"
+                )
+            versions[name] = None if policy == "all" else frozenset(int(number) for number in numbers)
+        return cls(versions)
+
+    def __str__(self) -> str:
+        return ",".join(
+            f"{name}={'all' if chosen is None else '+'.join(map(str, sorted(chosen)))}"
+            for name, chosen in self.versions.items()
+        )
+
+
 def _env(name: str, description: str, minimum: float | None = None, choices: tuple[str, ...] = ()) -> dict[str, Any]:
     """A field's metadata: its environment variable, what it does, and how it is validated."""
     return {"env": name, "help": description, "minimum": minimum, "choices": choices}
@@ -26,13 +57,30 @@ def _env(name: str, description: str, minimum: float | None = None, choices: tup
 
 @dataclass(frozen=True)
 class Settings:
-    model_path: Path = field(
-        default=Path("models/mnist/1/model.pt"),
-        metadata=_env("MODEL_PATH", "state_dict to serve; its metadata is the .json file beside it"),
+    model_repository: Path = field(
+        default=Path("models"),
+        metadata=_env("MODEL_REPOSITORY", "folder of models: <name>/<version>/model.pt with its model.json"),
+    )
+    default_model: str = field(
+        default="mnist", metadata=_env("DEFAULT_MODEL", "model that /predict and /model use without ?model=")
+    )
+    model_versions: VersionPolicies | None = field(
+        default=None,
+        metadata=_env(
+            "MODEL_VERSIONS", "versions to serve per model, e.g. mnist=2 or mnist=1+2 or mnist=all; others: latest"
+        ),
+    )
+    model_poll_seconds: float = field(
+        default=0.0,
+        metadata=_env("MODEL_POLL_SECONDS", "rescan the repository this often and swap in changes; 0: never", 0),
+    )
+    model_path: Path | None = field(
+        default=None,
+        metadata=_env("MODEL_PATH", "serve this one state_dict (and the .json beside it) as DEFAULT_MODEL version 1"),
     )
     allow_sha256_mismatch: bool = field(
         default=False,
-        metadata=_env("ALLOW_SHA256_MISMATCH", "start even if the weights' sha256 differs from the .json's"),
+        metadata=_env("ALLOW_SHA256_MISMATCH", "serve weights even if their sha256 differs from their .json's"),
     )
     device: str = field(default="auto", metadata=_env("DEVICE", "auto (CUDA when available), cpu, cuda or cuda:N"))
     torch_threads: int = field(default=1, metadata=_env("TORCH_THREADS", "intra-op CPU threads per worker", 1))
@@ -46,15 +94,40 @@ class Settings:
     max_image_pixels: int = field(
         default=4096 * 4096, metadata=_env("MAX_IMAGE_PIXELS", "largest width x height an image may declare", 1)
     )
-    max_batch: int = field(default=64, metadata=_env("MAX_BATCH", "most files in one /predict/batch request", 1))
-    max_concurrency: int = field(
-        default=64, metadata=_env("MAX_CONCURRENCY", "uploads in progress per worker before answering 503", 1)
+    max_batch: int = field(default=64, metadata=_env("MAX_BATCH", "most images or tensors in one batch request", 1))
+    max_batch_bytes: int = field(
+        default=8 * MIB, metadata=_env("MAX_BATCH_BYTES", "largest body of a batch request (/predict/batch, V2)", 1)
+    )
+    body_buffer_bytes: int = field(
+        default=64 * MIB,
+        metadata=_env("BODY_BUFFER_BYTES", "request body bytes one worker holds at once before answering 503", 1),
     )
     body_timeout_seconds: float = field(
-        default=10.0, metadata=_env("BODY_TIMEOUT_SECONDS", "time allowed to receive an upload before 408", 0.001)
+        default=20.0,
+        metadata=_env(
+            "BODY_TIMEOUT_SECONDS",
+            "time allowed for a body, plus 1 s per BODY_MIN_RATE bytes received; then 408",
+            0.001,
+        ),
+    )
+    body_min_rate: int = field(
+        default=500,
+        metadata=_env("BODY_MIN_RATE", "bytes per second that extend BODY_TIMEOUT_SECONDS by one second", 1),
+    )
+    header_timeout_seconds: float = field(
+        default=20.0,
+        metadata=_env("HEADER_TIMEOUT_SECONDS", "time to send a request's headers before 408 (python -m app)", 0.001),
+    )
+    keep_alive_seconds: float = field(
+        default=5.0,
+        metadata=_env("KEEP_ALIVE_SECONDS", "idle time before a kept-alive connection closes (python -m app)", 0.001),
+    )
+    max_connections: int = field(
+        default=1024,
+        metadata=_env("MAX_CONNECTIONS", "open connections per worker; more are answered 503 and closed", 1),
     )
     api_key: str | None = field(
-        default=None, repr=False, metadata=_env("API_KEY", "when set, /predict* and /model require this key")
+        default=None, repr=False, metadata=_env("API_KEY", "when set, prediction and model routes require this key")
     )
     log_level: str = field(default="info", metadata=_env("LOG_LEVEL", "log level", choices=LOG_LEVELS))
     log_format: str = field(
@@ -79,8 +152,12 @@ def setting_variables() -> dict[str, str]:
 
 def _parse(metadata: Mapping[str, Any], kind: Any, raw: str) -> Any:
     env = metadata["env"]
+    if get_origin(kind) in (Union, types.UnionType):
+        kind = next(arg for arg in get_args(kind) if arg is not type(None))
     try:
         value = _PARSERS.get(kind, str)(raw)
+    except SettingsError:
+        raise
     except ValueError as error:
         raise SettingsError(f"{env}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from error
     if metadata["minimum"] is not None and value < metadata["minimum"]:
@@ -101,4 +178,4 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
-_PARSERS = {int: int, float: float, bool: _parse_bool, Path: Path}
+_PARSERS = {int: int, float: float, bool: _parse_bool, Path: Path, VersionPolicies: VersionPolicies.parse}

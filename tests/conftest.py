@@ -46,7 +46,7 @@ def tiny_mnist(tmp_path: Path) -> Path:
 
 
 def make_client(**overrides) -> TestClient:
-    settings = Settings(**{"model_path": SHIPPED_WEIGHTS, "device": "cpu", **overrides})
+    settings = Settings(**{"model_repository": REPO_ROOT / "models", "device": "cpu", **overrides})
     return TestClient(create_app(settings))
 
 
@@ -76,7 +76,7 @@ def reference_probabilities(model: NeuralNetwork, images: torch.Tensor) -> np.nd
 @contextmanager
 def running_server(**overrides) -> Iterator[str]:
     """The app under real uvicorn on a free 127.0.0.1 port, in a thread; yields its base URL."""
-    settings = Settings(**{"model_path": SHIPPED_WEIGHTS, "device": "cpu", **overrides})
+    settings = Settings(**{"model_repository": REPO_ROOT / "models", "device": "cpu", **overrides})
     config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     listener = socket.socket()

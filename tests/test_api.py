@@ -14,7 +14,7 @@ def _predict(client, data: bytes, filename: str = "digit.png"):
 
 
 def _assert_prediction_shape(body: dict) -> None:
-    assert set(body) == {"class", "confidence", "scores"}
+    assert set(body) == {"class", "confidence", "scores", "model", "version"}
     scores = body["scores"]
     assert len(scores) == 10
     assert all(0.0 <= score <= 1.0 for score in scores)
@@ -143,7 +143,9 @@ def test_json_body_is_a_415(client):
 def test_missing_file_field_is_a_422_with_a_readable_detail(client, mnist_test_split):
     response = client.post("/predict", files={"image": ("digit.png", png_of(mnist_test_split.images[0].numpy()))})
     assert response.status_code == 422
-    assert response.json()["detail"] == "body.file: Field required"
+    assert response.json()["detail"] == (
+        "no file in field 'file' (the upload has: 'image'); send it as: curl -F file=@digit.png .../predict"
+    )
 
 
 def test_two_files_in_predict_are_refused(client, mnist_test_split):

@@ -37,7 +37,7 @@ def test_container_port_is_the_port_the_image_listens_on(container):
 
 
 def test_probes_use_the_apps_health_and_readiness_routes(container):
-    paths = set(create_app(Settings()).openapi()["paths"])
+    paths = set(create_app(Settings()).app.openapi()["paths"])
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):

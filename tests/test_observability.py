@@ -44,8 +44,8 @@ def test_counters_move_by_exactly_the_requests_made(client, digit_png):
         - _value(before, "mnist_http_request_duration_seconds_count", **latency)
     ) == 3
     assert (
-        _value(after, "mnist_predictions_total", **{"class": "7"})
-        - _value(before, "mnist_predictions_total", **{"class": "7"})
+        _value(after, "mnist_predictions_total", model="mnist", version="1", **{"class": "7"})
+        - _value(before, "mnist_predictions_total", model="mnist", version="1", **{"class": "7"})
         == 3
     )
     assert (
@@ -96,11 +96,19 @@ def test_a_413_and_a_401_move_their_counters():
     )
 
 
-def test_model_info_names_the_served_weights(client):
-    sha256 = client.get("/model").json()["weights_sha256"]
-    info = [key for key in _samples(client) if key[0] == "mnist_model_info" and ("sha256", sha256) in key[1]]
-    assert len(info) == 1
-    assert dict(info[0][1])["device"] == "cpu"
+def test_model_info_names_each_served_version(client):
+    for model in client.get("/models").json()["models"]:
+        [version] = model["versions"]
+        info = {
+            key: value
+            for key, value in _samples(client).items()
+            if key[0] == "mnist_model_info" and ("model", model["name"]) in key[1]
+        }
+        [(labels, value)] = [(dict(key[1]), value) for key, value in info.items()]
+        assert value == 1
+        assert labels["version"] == str(version["version"])
+        assert labels["sha256"] == version["weights_sha256"]
+        assert labels["device"] == "cpu"
 
 
 def test_request_id_round_trips_or_is_made_up(client):
@@ -141,12 +149,14 @@ def test_json_logs_parse_and_never_contain_the_api_key(capsys, digit_png):
     assert first["latency_ms"] > 0
 
 
-def test_startup_log_names_model_device_and_threads(capsys):
+def test_startup_log_names_each_model_version_device_and_threads(capsys):
     with make_client() as started:
         started.get("/healthz")
-    startup = [line for line in capsys.readouterr().err.splitlines() if "serving " in line]
-    assert len(startup) == 1
-    assert "models/mnist/1/model.pt" in startup[0]
-    assert "sha256 " in startup[0]
-    assert "test accuracy 97.21 %" in startup[0]
-    assert "on cpu with 1 torch thread(s)" in startup[0]
+    lines = capsys.readouterr().err.splitlines()
+    for model in ("mnist", "mnist-reference"):
+        [line] = [line for line in lines if f"serving {model} version 1 from " in line]
+        assert f"models/{model}/1/model.pt" in line
+        assert "sha256 " in line
+        assert "test accuracy " in line
+        assert line.endswith(" on cpu")
+    assert len([line for line in lines if "with 1 torch thread(s)" in line]) == 1

@@ -5,6 +5,7 @@ import pytest
 from tests.conftest import make_client
 
 KEY = "correct horse battery staple"
+_V2_REQUEST = {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0] * 784}]}
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,10 @@ def _protected_requests(client, digit: bytes, headers: dict[str, str]):
     yield client.post("/predict", files={"file": ("7.png", digit)}, headers=headers)
     yield client.post("/predict/batch", files=[("files", ("7.png", digit))], headers=headers)
     yield client.get("/model", headers=headers)
+    yield client.get("/models", headers=headers)
+    yield client.get("/v2/models/mnist", headers=headers)
+    yield client.get("/v2/models/mnist/ready", headers=headers)
+    yield client.post("/v2/models/mnist/infer", json=_V2_REQUEST, headers=headers)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +45,9 @@ def _protected_requests(client, digit: bytes, headers: dict[str, str]):
 def test_protected_routes_refuse_without_the_key(keyed_client, digit, headers):
     for response in _protected_requests(keyed_client, digit, headers):
         assert response.status_code == 401
-        assert response.json()["detail"].startswith("missing or invalid API key")
+        body = response.json()
+        message = body["error"] if response.url.path.startswith("/v2/") else body["detail"]
+        assert message.startswith("missing or invalid API key")
         assert response.headers["www-authenticate"] == "Bearer"
 
 
@@ -53,8 +60,8 @@ def test_protected_routes_accept_the_key(keyed_client, digit, headers):
 
 
 def test_health_and_readiness_stay_open(keyed_client):
-    assert keyed_client.get("/healthz").status_code == 200
-    assert keyed_client.get("/readyz").status_code == 200
+    for path in ("/healthz", "/readyz", "/v2", "/v2/health/live", "/v2/health/ready"):
+        assert keyed_client.get(path).status_code == 200, path
 
 
 def test_without_a_key_configured_everything_is_open(client, digit):
@@ -72,17 +79,31 @@ def test_openapi_declares_both_schemes_for_the_authorize_button(keyed_client):
     }
     assert schemes["ApiKeyHeader"]["in"] == "header"
     assert schemes["ApiKeyHeader"]["name"] == "X-API-Key"
-    for path, method in (("/predict", "post"), ("/predict/batch", "post"), ("/model", "get")):
+    for path, method in (
+        ("/predict", "post"),
+        ("/predict/batch", "post"),
+        ("/model", "get"),
+        ("/models", "get"),
+        ("/v2/models/{model_name}", "get"),
+        ("/v2/models/{model_name}/infer", "post"),
+    ):
         assert schema["paths"][path][method]["security"] == [{"BearerKey": []}, {"ApiKeyHeader": []}]
     assert "security" not in schema["paths"]["/healthz"]["get"]
 
 
-def test_the_weights_path_cannot_come_from_a_request(keyed_client):
+def test_the_weights_path_cannot_come_from_a_request(keyed_client, digit):
+    """Requests only choose among the versions loaded at startup or by a poll, by name and number."""
     schema = keyed_client.get("/openapi.json").json()
-    parameters = [
+    parameters = {
         parameter["name"]
         for path in schema["paths"].values()
         for operation in path.values()
         for parameter in operation.get("parameters", [])
-    ]
-    assert parameters == []  # no query, path or header parameter reaches the model loader
+    }
+    assert parameters == {"model", "version", "model_name", "model_version", "Inference-Header-Content-Length"}
+    headers = {"X-API-Key": KEY}
+    for query in ("model=../mnist-reference", "model=/etc/passwd", "model=mnist&version=../../1", "version=-1"):
+        response = keyed_client.post(f"/predict?{query}", files={"file": ("7.png", digit)}, headers=headers)
+        assert response.status_code == 404, query
+    response = keyed_client.get("/v2/models/..%2Fmnist", headers=headers)
+    assert response.status_code == 404

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.inference.classifier import ModelLoadError, load_classifier
+from app.inference.classifier import DigitClassifier, ModelLoadError, load_classifier
 from mnist_core.files import metadata_path_for
 from tests.conftest import SHIPPED_WEIGHTS, make_client
 from tests.helpers import REPO_ROOT
@@ -36,23 +36,28 @@ def _shipped_copy(folder: Path, with_metadata: bool = True) -> Path:
     return weights
 
 
+def _load(weights: Path, device: str = "cpu", **options) -> DigitClassifier:
+    """Load as MODEL_PATH does: a single file, whose metadata may be absent."""
+    return load_classifier(weights, device, name="mnist", version=1, require_metadata=False, **options)
+
+
 def test_missing_weights(tmp_path: Path):
     with pytest.raises(ModelLoadError, match=r"model\.pt: weights file not found"):
-        load_classifier(tmp_path / "model.pt", "cpu")
+        _load(tmp_path / "model.pt")
 
 
 def test_corrupt_weights(tmp_path: Path):
     weights = tmp_path / "model.pt"
     weights.write_bytes(os.urandom(4096))
     with pytest.raises(ModelLoadError, match="not a loadable weights-only state_dict"):
-        load_classifier(weights, "cpu")
+        _load(weights)
 
 
 def test_truncated_weights(tmp_path: Path):
     weights = tmp_path / "model.pt"
     weights.write_bytes(SHIPPED_WEIGHTS.read_bytes()[:5000])
     with pytest.raises(ModelLoadError, match="not a loadable weights-only state_dict"):
-        load_classifier(weights, "cpu")
+        _load(weights)
 
 
 @pytest.mark.parametrize(
@@ -85,7 +90,7 @@ def test_wrongly_shaped_weights(tmp_path: Path, state_dict, fragment):
     weights = tmp_path / "model.pt"
     torch.save(state_dict, weights)
     with pytest.raises(ModelLoadError, match=re.escape(fragment)):
-        load_classifier(weights, "cpu")
+        _load(weights)
 
 
 @pytest.mark.parametrize("container", ["torch-zip", "plain-pickle"])
@@ -99,7 +104,7 @@ def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path: Path, 
         weights.write_bytes(pickle.dumps(payload, protocol=2))
     assert not marker.exists()
     with pytest.raises(ModelLoadError, match="not a loadable weights-only state_dict"):
-        load_classifier(weights, "cpu")
+        _load(weights)
     assert not marker.exists()
 
 
@@ -109,27 +114,34 @@ def test_sha256_mismatch_refuses_to_start_unless_allowed(tmp_path: Path):
     metadata["weights"]["sha256"] = "0" * 64
     metadata_path_for(weights).write_text(json.dumps(metadata))
     with pytest.raises(ModelLoadError, match="does not match 0000"):
-        load_classifier(weights, "cpu")
-    assert load_classifier(weights, "cpu", allow_sha256_mismatch=True).info.sha256 != "0" * 64
+        _load(weights)
+    assert _load(weights, allow_sha256_mismatch=True).info.sha256 != "0" * 64
 
 
-def test_weights_without_metadata_still_load(tmp_path: Path):
-    classifier = load_classifier(_shipped_copy(tmp_path, with_metadata=False), "cpu")
+def test_a_single_file_without_metadata_still_loads(tmp_path: Path):
+    classifier = _load(_shipped_copy(tmp_path, with_metadata=False))
     assert classifier.info.metadata is None
     assert classifier.info.test_accuracy is None
+
+
+def test_a_repository_version_without_metadata_is_refused(tmp_path: Path):
+    """In a repository the sha256 in model.json is what tells a complete copy from a partial one."""
+    weights = _shipped_copy(tmp_path, with_metadata=False)
+    with pytest.raises(ModelLoadError, match=r"no model\.json beside it to verify its sha256"):
+        load_classifier(weights, "cpu", name="mnist", version=1)
 
 
 def test_unreadable_metadata_is_refused(tmp_path: Path):
     weights = _shipped_copy(tmp_path)
     metadata_path_for(weights).write_text("{ not json")
     with pytest.raises(ModelLoadError, match="unreadable metadata"):
-        load_classifier(weights, "cpu")
+        _load(weights)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_requested_without_cuda_is_refused():
     with pytest.raises(ModelLoadError, match="CUDA is not available"):
-        load_classifier(SHIPPED_WEIGHTS, "cuda")
+        _load(SHIPPED_WEIGHTS, device="cuda")
 
 
 def test_lifespan_refuses_to_start_with_bad_weights(tmp_path: Path):

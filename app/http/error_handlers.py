@@ -1,30 +1,44 @@
-"""How errors become responses: `{"detail": ...}` with the right status, never a traceback."""
+"""How errors become responses, in the shape each protocol promises, never a traceback.
+
+The native API answers `{"detail": "..."}` (FastAPI's convention); the Open Inference Protocol
+answers `{"error": "..."}` on every /v2 path, which is what tritonclient and the kserve SDK read.
+"""
 
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import Receive, Scope, Send
+from starlette.exceptions import HTTPException
 
 from app.errors import ClientError
 from app.observability import metrics
 
 logger = logging.getLogger(__name__)
 
+V2_PREFIX = "/v2"
 
-def client_error_response(error: ClientError) -> JSONResponse:
+
+def is_v2_path(path: str) -> bool:
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def error_body(path: str, message: str) -> dict[str, str]:
+    return {"error": message} if is_v2_path(path) else {"detail": message}
+
+
+def client_error_response(error: ClientError, path: str) -> JSONResponse:
     metrics.REJECTED.labels(error.reason).inc()
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
-
-
-async def respond_with_error(error: ClientError, scope: Scope, receive: Receive, send: Send) -> None:
-    """For middleware that refuses a request before it reaches the application."""
-    await client_error_response(error)(scope, receive, send)
+    return JSONResponse(error_body(path, error.detail), status_code=error.status_code, headers=error.headers)
 
 
 async def _client_error(request: Request, error: ClientError) -> JSONResponse:
-    return client_error_response(error)
+    return client_error_response(error, request.url.path)
+
+
+async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    """Starlette's own 404 and 405, in the protocol's shape."""
+    return JSONResponse(error_body(request.url.path, str(error.detail)), error.status_code, headers=error.headers)
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -33,15 +47,18 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
         {key: value for key, value in problem.items() if key in ("type", "loc", "msg")} for problem in error.errors()
     ]
     detail = "; ".join(f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in problems)
+    if is_v2_path(request.url.path):
+        return JSONResponse({"error": detail}, status_code=400)
     return JSONResponse({"detail": detail, "errors": problems}, status_code=422)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"detail": "internal server error"}, status_code=500)
+    return JSONResponse(error_body(request.url.path, "internal server error"), status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ClientError, _client_error)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

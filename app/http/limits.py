@@ -1,100 +1,129 @@
-"""Per-worker limits on the upload endpoints, enforced before and while the body is read.
+"""Bounds on request bodies, per worker, enforced before and while a body arrives.
 
-- more than `max_concurrency` uploads in progress: 503 with Retry-After, at once, instead of
-  queueing without bound;
-- a body that is not multipart/form-data: 415, without reading it;
-- a declared Content-Length over the limit: 413, without reading it;
-- a body that grows past the limit as it arrives (Content-Length absent or false): 413 as soon
-  as the limit is crossed, so at most the limit is ever buffered;
-- a body that is still arriving after `body_timeout_seconds`: 408.
+- a body that is not the media type its route reads (multipart for uploads): 415, unread;
+- a declared Content-Length over the route's limit: 413, unread; a body that grows past the
+  limit as it arrives (Content-Length absent or false): 413 as soon as the limit is crossed;
+- memory: the bytes of all bodies in progress in this worker are counted against one budget
+  (BODY_BUFFER_BYTES); a body that would overdraw it gets 503 with Retry-After. Counting bytes,
+  not uploads, means connections that send nothing hold nothing, so stalled clients cannot
+  take the service's capacity away by their number;
+- time: a body must arrive within BODY_TIMEOUT_SECONDS plus one second for every BODY_MIN_RATE
+  bytes received so far (Apache mod_reqtimeout's `body=20,MinRate=500`), else 408. A client on
+  a slow link keeps earning time; one that trickles a byte now and then does not.
 """
 
 import asyncio
-from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope
 
 from app.errors import BodyTimeoutError, ClientError, OverloadedError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 # Room for the multipart boundaries and part headers around the file bytes themselves.
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
+MIB = 1024 * 1024
 
-ErrorResponder = Callable[[ClientError, Scope, Receive, Send], object]
+
+def human_bytes(count: int) -> str:
+    """1048576 -> '1.0 MiB', 2048 -> '2.0 KiB', 500 -> '500 bytes'."""
+    if count >= MIB:
+        return f"{count / MIB:.1f} MiB"
+    if count >= 1024:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count} bytes"
 
 
-class UploadGuardMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        body_limits: Mapping[str, int],
-        max_concurrency: int,
-        body_timeout_seconds: float,
-        respond_with_error: ErrorResponder,
-    ) -> None:
-        self.app = app
-        self.body_limits = body_limits  # path -> largest body accepted
-        self.max_concurrency = max_concurrency
-        self.body_timeout_seconds = body_timeout_seconds
-        self.respond_with_error = respond_with_error
-        self.in_progress = 0
+@dataclass(frozen=True)
+class BodyRule:
+    """What a route accepts as its body: at most `limit` bytes, of `media_type` when set."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.body_limits.get(scope["path"]) if scope["type"] == "http" else None
-        if limit is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        refusal = self._refusal(scope, limit)
-        if refusal is not None:
-            await self.respond_with_error(refusal, scope, receive, send)
-            return
-        self.in_progress += 1
+    limit: int
+    limit_setting: str  # the setting that raises the limit, named in the 413
+    media_type: bytes | None = None
+    usage: str = ""  # how to send it, shown when the media type is wrong
+
+
+class BodyBudget:
+    """The request body bytes this worker holds right now, against BODY_BUFFER_BYTES."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.held = 0
+
+    def take(self, count: int) -> None:
+        if self.held + count > self.capacity:
+            raise OverloadedError(
+                f"the server is busy: {human_bytes(self.held)} of request bodies are arriving "
+                f"(BODY_BUFFER_BYTES is {human_bytes(self.capacity)}); retry in a moment"
+            )
+        self.held += count
+
+    def give_back(self, count: int) -> None:
+        self.held -= count
+
+
+def refusal_from_headers(scope: Scope, rule: BodyRule, budget: BodyBudget) -> ClientError | None:
+    """A request refused from its headers alone, before any of its body is read."""
+    content_type, declared = b"", None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value.split(b";", 1)[0].strip().lower()
+        elif name == b"content-length":
+            declared = int(value) if value.isdigit() else None
+    if rule.media_type is not None and content_type != rule.media_type:
+        shown = content_type.decode("latin-1")[:100]
+        sent = f"a body of type {shown}" if shown else "a body with no Content-Type"
+        return UnsupportedMediaTypeError(f"send the image as {rule.media_type.decode()} ({rule.usage}), not {sent}")
+    if declared is not None and declared > rule.limit:
+        return PayloadTooLargeError(_too_large(f"the request body is {human_bytes(declared)}", rule))
+    if declared is not None and budget.held + declared > budget.capacity:
+        return OverloadedError(
+            f"the server is busy: a {human_bytes(declared)} body does not fit beside the "
+            f"{human_bytes(budget.held)} arriving now (BODY_BUFFER_BYTES); retry in a moment"
+        )
+    return None
+
+
+def _too_large(what: str, rule: BodyRule) -> str:
+    return f"{what}; the limit is {human_bytes(rule.limit)}: send a smaller file, or raise {rule.limit_setting}"
+
+
+class GuardedBody:
+    """One request's body as it arrives, within its size limit, the worker's budget and the deadline."""
+
+    def __init__(self, receive: Receive, rule: BodyRule, budget: BodyBudget, timeout: float, min_rate: int) -> None:
+        self._receive = receive
+        self._rule = rule
+        self._budget = budget
+        self._timeout = timeout
+        self._min_rate = min_rate
+        self._started = asyncio.get_running_loop().time()
+        self.received = 0
+        self._complete = False
+
+    async def receive(self) -> Message:
+        if self._complete:
+            # Later calls only wait for the client to disconnect; no limit applies to that.
+            return await self._receive()
+        deadline = self._started + self._timeout + self.received / self._min_rate
         try:
-            await self.app(scope, self._bounded_receive(receive, limit), send)
-        finally:
-            self.in_progress -= 1
+            async with asyncio.timeout_at(deadline):
+                message = await self._receive()
+        except TimeoutError:
+            raise BodyTimeoutError(
+                f"the request body stopped arriving: {human_bytes(self.received)} in "
+                f"{asyncio.get_running_loop().time() - self._started:.0f} s (BODY_TIMEOUT_SECONDS and BODY_MIN_RATE)"
+            ) from None
+        if message["type"] == "http.request":
+            chunk = len(message.get("body", b""))
+            if self.received + chunk > self._rule.limit:
+                raise PayloadTooLargeError(_too_large("the request body is larger than allowed", self._rule))
+            self._budget.take(chunk)
+            self.received += chunk
+            self._complete = not message.get("more_body", False)
+        return message
 
-    def _refusal(self, scope: Scope, limit: int) -> ClientError | None:
-        if self.in_progress >= self.max_concurrency:
-            return OverloadedError(
-                f"the server is busy ({self.max_concurrency} uploads in progress); retry in a moment"
-            )
-        content_type, declared = b"", None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value.split(b";", 1)[0].strip().lower()
-            elif name == b"content-length":
-                declared = value
-        if content_type != b"multipart/form-data":
-            shown = content_type.decode("latin-1")[:100] or "none"
-            return UnsupportedMediaTypeError(
-                f"send the image as multipart/form-data (curl -F file=@digit.png), not {shown}"
-            )
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return PayloadTooLargeError(f"the request body is {int(declared)} bytes; the limit is {limit}")
-        return None
-
-    def _bounded_receive(self, receive: Receive, limit: int) -> Receive:
-        deadline = asyncio.get_running_loop().time() + self.body_timeout_seconds
-        received = 0
-        body_complete = False
-
-        async def bounded_receive() -> Message:
-            nonlocal received, body_complete
-            if body_complete:
-                # Later calls only wait for the client to disconnect; no limit applies to that.
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise BodyTimeoutError(
-                    f"the request body did not arrive within {self.body_timeout_seconds:g} s"
-                ) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLargeError(f"the request body exceeds the limit of {limit} bytes")
-                body_complete = not message.get("more_body", False)
-            return message
-
-        return bounded_receive
+    def release(self) -> None:
+        """Give the body's bytes back to the budget once the request is answered."""
+        self._budget.give_back(self.received)
+        self.received = 0

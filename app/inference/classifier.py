@@ -1,4 +1,4 @@
-"""Loading the served weights safely and running the network on prepared digits."""
+"""Loading one version's weights safely and running the network on prepared digits."""
 
 import json
 import logging
@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.observability import metrics
 from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, NUM_CLASSES, pixels_to_input
 from mnist_core.device import DeviceUnavailableError, resolve_device
 from mnist_core.files import file_sha256, metadata_path_for
@@ -27,6 +28,8 @@ class ModelLoadError(Exception):
 
 @dataclass(frozen=True)
 class ModelInfo:
+    name: str
+    version: int
     path: Path
     sha256: str
     hidden_size: int
@@ -40,22 +43,41 @@ class ModelInfo:
 
 
 class DigitClassifier:
-    """The loaded network on its device; safe to call from several threads at once."""
+    """One loaded version of a model on its device; safe to call from several threads at once."""
 
     def __init__(self, network: NeuralNetwork, device: torch.device, info: ModelInfo) -> None:
         self.network = network
         self.device = device
         self.info = info
+        self.prediction_counters = metrics.prediction_counters(info)
+
+    def probabilities(self, digits: np.ndarray) -> np.ndarray:
+        """uint8 digits (N, 28, 28), white on black -> float32 softmax probabilities (N, 10)."""
+        return self._run(pixels_to_input(torch.from_numpy(digits)))
+
+    def probabilities_of_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 network inputs (N, 784) in [0, 1] -> float32 softmax probabilities (N, 10)."""
+        return self._run(torch.from_numpy(inputs))
 
     @torch.inference_mode()
-    def probabilities(self, digits: np.ndarray) -> np.ndarray:
-        """uint8 digits (N, 28, 28) -> float32 softmax probabilities (N, 10), rows summing to 1."""
-        inputs = pixels_to_input(torch.from_numpy(digits)).to(self.device)
-        return torch.softmax(self.network(inputs), dim=1).cpu().numpy()
+    def _run(self, inputs: torch.Tensor) -> np.ndarray:
+        return torch.softmax(self.network(inputs.to(self.device)), dim=1).cpu().numpy()
 
 
-def load_classifier(path: Path, device_name: str, allow_sha256_mismatch: bool = False) -> DigitClassifier:
-    """Load, check and warm up the weights at `path`, or raise ModelLoadError saying why not."""
+def load_classifier(
+    path: Path,
+    device_name: str,
+    *,
+    name: str,
+    version: int,
+    allow_sha256_mismatch: bool = False,
+    require_metadata: bool = True,
+) -> DigitClassifier:
+    """Load, check and warm up the weights at `path`, or raise ModelLoadError saying why not.
+
+    The metadata beside the weights records their sha256, which is what tells a complete copy
+    from a half-copied one; only a single file named by MODEL_PATH may come without it.
+    """
     try:
         device = resolve_device(device_name)
     except DeviceUnavailableError as error:
@@ -64,13 +86,15 @@ def load_classifier(path: Path, device_name: str, allow_sha256_mismatch: bool = 
         raise ModelLoadError(f"{path}: weights file not found")
     sha256 = file_sha256(path)
     metadata = _read_metadata(path)
+    if metadata is None and require_metadata:
+        raise ModelLoadError(f"{path}: no {metadata_path_for(path).name} beside it to verify its sha256")
     _check_sha256(path, sha256, metadata, allow_sha256_mismatch)
     state_dict = _read_state_dict(path)
     hidden_size = hidden_size_of(state_dict)
     network = NeuralNetwork(hidden_size=hidden_size)
     network.load_state_dict(state_dict)
     network.to(device).eval().requires_grad_(False)
-    info = ModelInfo(path, sha256, hidden_size, str(device), torch.__version__, metadata)
+    info = ModelInfo(name, version, path, sha256, hidden_size, str(device), torch.__version__, metadata)
     classifier = DigitClassifier(network, device, info)
     # The first call pays for lazy kernel and allocator set-up; do it before taking traffic.
     classifier.probabilities(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))

@@ -5,6 +5,7 @@ then writes its values to files there and `/metrics` sums them over all workers.
 """
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,6 +17,9 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+if TYPE_CHECKING:
+    from app.inference.classifier import ModelInfo
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -37,17 +41,38 @@ INFERENCE_SECONDS = Histogram(
     "Time of the model call alone (forward pass and softmax), per call",
     buckets=_INFERENCE_BUCKETS,
 )
-PREDICTIONS = Counter("mnist_predictions_total", "Digits predicted, by predicted class", ["class"])
-# One series per digit from the start, so a rate over any class is defined before its first hit.
-PREDICTIONS_BY_CLASS = [PREDICTIONS.labels(str(digit)) for digit in range(10)]
+PREDICTIONS = Counter(
+    "mnist_predictions_total", "Digits predicted, by model, version and predicted class", ["model", "version", "class"]
+)
 UPLOAD_BYTES = Histogram("mnist_upload_bytes", "Size of each uploaded image file in bytes", buckets=_UPLOAD_BUCKETS)
 REJECTED = Counter("mnist_rejected_requests_total", "Requests refused with a 4xx or 503, by reason", ["reason"])
 MODEL_INFO = Gauge(
     "mnist_model_info",
-    "The served model; always 1, the facts are in the labels",
-    ["sha256", "device", "torch_version", "hidden_size"],
-    multiprocess_mode="max",
+    "1 for each model version served now, 0 once it is replaced or removed; the facts are in the labels",
+    ["model", "version", "sha256", "device", "torch_version", "hidden_size"],
+    multiprocess_mode="livemax",
 )
+MODEL_LOADS = Counter(
+    "mnist_model_loads_total",
+    "Model versions read from the repository, by outcome (loaded, refused)",
+    ["model", "outcome"],
+)
+
+
+def model_served(info: "ModelInfo", serving: bool) -> None:
+    """Mark a version as served (1) or no longer served (0) in mnist_model_info."""
+    MODEL_INFO.labels(
+        info.name, str(info.version), info.sha256, info.device, info.torch_version, str(info.hidden_size)
+    ).set(1 if serving else 0)
+
+
+def prediction_counters(info: "ModelInfo") -> list[Any]:
+    """mnist_predictions_total's series for one version, one per class, created before the first hit.
+
+    Creating them up front keeps a rate over any class defined from the start, and a request
+    then only increments (labels() takes a lock and builds a tuple each call).
+    """
+    return [PREDICTIONS.labels(info.name, str(info.version), str(digit)) for digit in range(10)]
 
 
 def render() -> tuple[bytes, str]:

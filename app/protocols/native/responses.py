@@ -1,17 +1,14 @@
-"""From class probabilities to the JSON bodies the prediction endpoints return."""
+"""From a classification to the JSON bodies the native prediction endpoints return."""
 
 from typing import Any
 
-import numpy as np
-
-from app.observability import metrics
+from app.inference.pipeline import Classification
 
 
-def prediction_bodies(probabilities: np.ndarray) -> list[dict[str, Any]]:
-    """`{"class", "confidence", "scores"}` per row of (N, 10) probabilities; counts each class."""
-    bodies = []
-    for row in probabilities.tolist():
-        predicted = max(range(len(row)), key=row.__getitem__)
-        metrics.PREDICTIONS_BY_CLASS[predicted].inc()
-        bodies.append({"class": predicted, "confidence": row[predicted], "scores": row})
-    return bodies
+def prediction_bodies(result: Classification) -> list[dict[str, Any]]:
+    """`{"class", "confidence", "scores", "model", "version"}` per classified image, in order."""
+    info = result.classifier.info
+    return [
+        {"class": predicted, "confidence": row[predicted], "scores": row, "model": info.name, "version": info.version}
+        for predicted, row in zip(result.classes.tolist(), result.probabilities.tolist(), strict=True)
+    ]

@@ -1,25 +1,31 @@
-"""The HTTP endpoints. Handlers stay thin: read the upload, run the pipeline, shape the answer."""
+"""The native API's endpoints. Handlers stay thin: read the upload, ask the inference core, shape the answer.
+
+`/predict` and `/predict/batch` are served by the front directly (see app/http/front.py): their
+handlers take only the request and return a Response.
+"""
 
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from app.errors import BadBatchError, NotReadyError, PayloadTooLargeError
-from app.http.observe import annotate_access_log
+from app.errors import BadBatchError, MissingFieldError, PayloadTooLargeError
+from app.http.front import annotate_access_log
+from app.http.limits import human_bytes
+from app.inference.classifier import DigitClassifier
 from app.inference.decode import ACCEPTED_DESCRIPTION
-from app.inference.pipeline import PredictionPipeline, Upload
+from app.inference.pipeline import Upload
 from app.observability import metrics
+from app.protocols.common import inference_core
 from app.protocols.native.multipart import parse_multipart
 from app.protocols.native.responses import prediction_bodies
 from app.protocols.native.schemas import (
-    VALIDATION_RESPONSE,
     BatchPrediction,
     Health,
     ModelDescription,
     Prediction,
     Readiness,
+    RepositoryIndex,
     error_response,
 )
 from mnist_core.contract import CONTRACT_DESCRIPTION
@@ -34,33 +40,62 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "API_KEY is set and the request has no valid key",
         "missing or invalid API key: send Authorization: Bearer <key> or X-API-Key: <key>",
     ),
-    408: error_response("The request body did not arrive in time", "the request body did not arrive within 10 s"),
+    404: error_response(
+        "No served model has the name or version asked for with ?model= or ?version=",
+        "no model named 'mnist-v9' is served; served models: mnist, mnist-reference",
+    ),
+    408: error_response(
+        "The request body stopped arriving (BODY_TIMEOUT_SECONDS, BODY_MIN_RATE)",
+        "the request body stopped arriving: 1.2 KiB in 20 s (BODY_TIMEOUT_SECONDS and BODY_MIN_RATE)",
+    ),
     413: error_response(
-        "The upload is larger than MAX_UPLOAD_BYTES", "the request body exceeds the limit of 1064960 bytes"
+        "The file or the body is larger than allowed (MAX_UPLOAD_BYTES, MAX_BATCH_BYTES)",
+        "the file is 3.4 MiB; the limit is 1.0 MiB: send a smaller file, or raise MAX_UPLOAD_BYTES",
     ),
     415: error_response(
         "A format that is not accepted, or a body that is not multipart/form-data",
         f"PDF is not an accepted image format; send {ACCEPTED_DESCRIPTION}",
     ),
-    422: VALIDATION_RESPONSE,
+    422: error_response(
+        "The multipart body has no file in the expected field",
+        "no file in field 'file' (the upload has: 'image'); send it as: curl -F file=@digit.png .../predict",
+    ),
     503: error_response(
-        "The model is not loaded yet, or too many uploads are in progress (see Retry-After)",
-        "the server is busy (64 uploads in progress); retry in a moment",
+        "The models are not loaded yet, or too many request bodies are arriving at once (see Retry-After)",
+        "the server is busy: 63.5 MiB of request bodies are arriving (BODY_BUFFER_BYTES is 64.0 MiB); "
+        "retry in a moment",
     ),
 }
-_MODEL_ERRORS = {status: _ERRORS[status] for status in (401, 503)}
+_MODEL_ERRORS = {status: _ERRORS[status] for status in (401, 404, 503)}
 _UPLOAD_DESCRIPTION = (
     f"An image file: {ACCEPTED_DESCRIPTION}. A 28x28 8-bit grayscale image (white digit on black, like MNIST) "
     "is used pixel for pixel; any other image is normalised like MNIST (light background inverted, ink "
     "cropped, fitted to 20x20, centred by mass in 28x28). The content type and filename sent are ignored."
 )
+_MODEL_PARAMETERS = [
+    {
+        "name": "model",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "the model to ask (GET /models lists them); default: DEFAULT_MODEL",
+    },
+    {
+        "name": "version",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "the model's version; default: its newest served version",
+    },
+]
 
-prediction_router = APIRouter()
+prediction_router = APIRouter(tags=["prediction"])
+model_router = APIRouter(tags=["models"])
 operations_router = APIRouter(tags=["operations"])
 
 
 def _upload_body(field: str, many: bool) -> dict[str, Any]:
-    """The request body as OpenAPI sees it; /docs turns the binary strings into file pickers."""
+    """The request body and query as OpenAPI sees them; /docs turns the binary strings into file pickers."""
     file_schema = {
         "type": "string",
         "contentMediaType": "application/octet-stream",
@@ -69,6 +104,7 @@ def _upload_body(field: str, many: bool) -> dict[str, Any]:
     }
     schema = {"type": "array", "items": file_schema, "minItems": 1} if many else file_schema
     return {
+        "parameters": _MODEL_PARAMETERS,
         "requestBody": {
             "required": True,
             "content": {
@@ -76,38 +112,41 @@ def _upload_body(field: str, many: bool) -> dict[str, Any]:
                     "schema": {"type": "object", "required": [field], "properties": {field: schema}}
                 }
             },
-        }
+        },
     }
 
 
-def _pipeline(request: Request) -> PredictionPipeline:
-    pipeline: PredictionPipeline | None = request.app.state.pipeline
-    if pipeline is None:
-        raise NotReadyError("the model is not loaded yet; retry in a moment")
-    return pipeline
+def _requested_classifier(request: Request) -> DigitClassifier:
+    """The model and version named in the query (defaults: DEFAULT_MODEL at its newest version)."""
+    core = inference_core(request)
+    if not request.scope["query_string"]:
+        return core.resolve(None, None)
+    query = request.query_params
+    return core.resolve(query.get("model"), query.get("version"))
 
 
-async def _read_uploads(request: Request, batch: bool) -> list[Upload]:
-    """The files sent in `files` (a batch) or `file`, each checked against MAX_UPLOAD_BYTES."""
+async def _read_uploads(request: Request, field: str, usage: str) -> list[Upload]:
+    """The files sent in `field`, each checked against MAX_UPLOAD_BYTES."""
     settings = request.app.state.settings
-    field = "files" if batch else "file"
     parts = parse_multipart(await request.body(), request.headers.get("content-type", ""))
     files = [part for part in parts if part.field == field]
     if not files:
-        raise RequestValidationError([{"type": "missing", "loc": ("body", field), "msg": "Field required"}])
+        sent = ", ".join(sorted({repr(part.field) for part in parts})) or "no fields"
+        raise MissingFieldError(f"no file in field {field!r} (the upload has: {sent}); send it as: {usage}")
+    batch = field == "files"
     if batch and len(files) > settings.max_batch:
         raise BadBatchError(f"{len(files)} files sent; at most {settings.max_batch} per batch (MAX_BATCH)")
     if not batch and len(files) > 1:
         raise BadBatchError("send exactly one file in field 'file'; use /predict/batch (field 'files') for several")
-    max_bytes = settings.max_upload_bytes
     uploads = []
     for index, part in enumerate(files):
         upload = Upload(data=part.data, filename=part.filename, index=index if batch else None)
         metrics.UPLOAD_BYTES.observe(len(part.data))
-        if len(part.data) > max_bytes:
+        if len(part.data) > settings.max_upload_bytes:
             where = "the file" if upload.index is None else upload.describe()
             raise PayloadTooLargeError(
-                f"{where} is {len(part.data)} bytes; the limit is {max_bytes} (MAX_UPLOAD_BYTES)"
+                f"{where} is {human_bytes(len(part.data))}; the limit is {human_bytes(settings.max_upload_bytes)}: "
+                "send a smaller file, or raise MAX_UPLOAD_BYTES"
             )
         uploads.append(upload)
     return uploads
@@ -120,13 +159,17 @@ async def _read_uploads(request: Request, batch: bool) -> list[Upload]:
     response_model=Prediction,
     responses=_ERRORS,
     openapi_extra=_upload_body("file", many=False),
-    tags=["prediction"],
 )
 async def predict(request: Request) -> Response:
-    pipeline = _pipeline(request)
-    uploads = await _read_uploads(request, batch=False)
-    [body] = prediction_bodies(await pipeline.predict(uploads))
-    annotate_access_log(request, **{"class": body["class"], "confidence": round(body["confidence"], 4)})
+    classifier = _requested_classifier(request)
+    uploads = await _read_uploads(request, "file", "curl -F file=@digit.png .../predict")
+    [body] = prediction_bodies(await inference_core(request).classify_files(classifier, uploads))
+    annotate_access_log(
+        request,
+        model=body["model"],
+        version=body["version"],
+        **{"class": body["class"], "confidence": round(body["confidence"], 4)},
+    )
     return JSONResponse(body)
 
 
@@ -139,14 +182,71 @@ async def predict(request: Request) -> Response:
     response_model=BatchPrediction,
     responses=_ERRORS,
     openapi_extra=_upload_body("files", many=True),
-    tags=["prediction"],
 )
 async def predict_batch(request: Request) -> Response:
-    pipeline = _pipeline(request)
-    uploads = await _read_uploads(request, batch=True)
-    bodies = prediction_bodies(await pipeline.predict(uploads))
-    annotate_access_log(request, files=len(bodies), classes="".join(str(body["class"]) for body in bodies))
+    classifier = _requested_classifier(request)
+    uploads = await _read_uploads(request, "files", "curl -F files=@a.png -F files=@b.png .../predict/batch")
+    bodies = prediction_bodies(await inference_core(request).classify_files(classifier, uploads))
+    annotate_access_log(
+        request,
+        model=classifier.info.name,
+        version=classifier.info.version,
+        files=len(bodies),
+        classes="".join(str(body["class"]) for body in bodies),
+    )
     return JSONResponse({"predictions": bodies})
+
+
+def describe_version(classifier: DigitClassifier) -> dict[str, Any]:
+    info = classifier.info
+    return {
+        "version": info.version,
+        "architecture": describe_architecture(info.hidden_size),
+        "hidden_size": info.hidden_size,
+        "device": info.device,
+        "weights_path": str(info.path),
+        "weights_sha256": info.sha256,
+        "test_accuracy": info.test_accuracy,
+        "torch_version": info.torch_version,
+        "input_contract": (info.metadata or {}).get("input_contract", CONTRACT_DESCRIPTION),
+    }
+
+
+@model_router.get(
+    "/model",
+    summary="The default model at its default version: architecture, device, weights sha256, test accuracy",
+    response_model=ModelDescription,
+    responses=_MODEL_ERRORS,
+)
+async def model_description(request: Request) -> dict[str, Any]:
+    classifier = inference_core(request).resolve(None, None)
+    return {"name": classifier.info.name, **describe_version(classifier)}
+
+
+@model_router.get(
+    "/models",
+    summary="Every model in the repository: the versions served, and the versions refused with the reason",
+    response_model=RepositoryIndex,
+    responses=_MODEL_ERRORS,
+)
+async def models_index(request: Request) -> dict[str, Any]:
+    repository = inference_core(request).repository
+    refusals = repository.refusals
+    names = sorted(set(repository.served) | set(refusals))
+    return {
+        "default_model": repository.default_model,
+        "models": [
+            {
+                "name": name,
+                "default_version": served.default_version if (served := repository.served.get(name)) else None,
+                "versions": [describe_version(classifier) for classifier in served.versions.values()] if served else [],
+                "refused": [
+                    {"version": refusal.version, "reason": refusal.reason} for refusal in refusals.get(name, [])
+                ],
+            }
+            for name in names
+        ],
+    }
 
 
 @operations_router.get("/healthz", summary="Liveness: the process is up", response_model=Health)
@@ -156,40 +256,20 @@ async def healthz() -> dict[str, str]:
 
 @operations_router.get(
     "/readyz",
-    summary="Readiness: the model is loaded and warmed up",
+    summary="Readiness: the default model is loaded and warmed up",
     response_model=Readiness,
     responses={
         503: {
             "model": Readiness,
-            "description": "Still starting or shutting down",
+            "description": "Still starting, shutting down, or the default model is gone from the repository",
             "content": {"application/json": {"example": {"status": "not ready"}}},
         }
     },
 )
 async def readyz(request: Request) -> Response:
-    ready = request.app.state.pipeline is not None
+    core = request.app.state.core
+    ready = core is not None and core.repository.default_model in core.repository.served
     return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
-
-
-@prediction_router.get(
-    "/model",
-    summary="The served model: architecture, device, weights sha256, test accuracy",
-    response_model=ModelDescription,
-    responses=_MODEL_ERRORS,
-    tags=["operations"],
-)
-async def model_description(request: Request) -> dict[str, Any]:
-    info = _pipeline(request).classifier.info
-    return {
-        "architecture": describe_architecture(info.hidden_size),
-        "hidden_size": info.hidden_size,
-        "device": info.device,
-        "weights_path": str(info.path),
-        "weights_sha256": info.sha256,
-        "test_accuracy": info.test_accuracy,
-        "torch_version": info.torch_version,
-        "input_contract": CONTRACT_DESCRIPTION,
-    }
 
 
 @operations_router.get(

@@ -1,4 +1,4 @@
-"""Response bodies as documented in the OpenAPI schema, with examples for /docs."""
+"""The native API's response bodies as documented in the OpenAPI schema, with examples for /docs."""
 
 from typing import Any, Literal
 
@@ -12,7 +12,9 @@ _EXAMPLE_SCORES = [2.1e-06, 1.3e-05, 0.00041, 0.0011, 3.2e-07, 1.9e-05, 1.1e-09,
 class Prediction(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
-        json_schema_extra={"example": {"class": 7, "confidence": 0.99827, "scores": _EXAMPLE_SCORES}},
+        json_schema_extra={
+            "example": {"class": 7, "confidence": 0.99827, "scores": _EXAMPLE_SCORES, "model": "mnist", "version": 1}
+        },
     )
 
     predicted_class: int = Field(alias="class", ge=0, le=NUM_CLASSES - 1, description="the predicted digit")
@@ -22,19 +24,18 @@ class Prediction(BaseModel):
         max_length=NUM_CLASSES,
         description="softmax probabilities of the digits 0-9 in order; they sum to 1",
     )
+    model: str = Field(description="the model that answered")
+    version: int = Field(description="the version of that model that answered")
 
 
 class BatchPrediction(BaseModel):
-    predictions: list[Prediction] = Field(description="one prediction per uploaded file, in upload order")
+    predictions: list[Prediction] = Field(
+        description="one prediction per uploaded file, in upload order, all from the same model version"
+    )
 
 
 class ErrorBody(BaseModel):
     detail: str = Field(description="what was wrong with the request, in words")
-
-
-class ValidationErrorBody(BaseModel):
-    detail: str = Field(description="the validation problems, in words")
-    errors: list[dict[str, Any]] = Field(description="FastAPI's structured validation errors")
 
 
 class Health(BaseModel):
@@ -45,15 +46,39 @@ class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
 
 
-class ModelDescription(BaseModel):
+class VersionDescription(BaseModel):
+    version: int
     architecture: str = Field(examples=["784 -> 50 -> ReLU -> 10"])
     hidden_size: int
     device: str = Field(examples=["cpu"])
     weights_path: str
     weights_sha256: str
-    test_accuracy: float | None = Field(description="percent on the 10,000 MNIST test images, from the .json")
+    test_accuracy: float | None = Field(description="percent on the 10,000 MNIST test images, from model.json")
     torch_version: str
-    input_contract: dict[str, str]
+    input_contract: dict[str, Any]
+
+
+class ModelDescription(VersionDescription):
+    name: str = Field(examples=["mnist"])
+
+
+class Refused(BaseModel):
+    version: int
+    reason: str = Field(description="why this version, found on disk, is not served")
+
+
+class RepositoryModel(BaseModel):
+    name: str
+    default_version: int | None = Field(
+        description="the version used when a request names none; null if none is served"
+    )
+    versions: list[VersionDescription] = Field(description="the versions served now")
+    refused: list[Refused] = Field(description="versions on disk that failed their checks")
+
+
+class RepositoryIndex(BaseModel):
+    default_model: str = Field(description="the model used when a request names none (DEFAULT_MODEL)")
+    models: list[RepositoryModel]
 
 
 def error_response(description: str, example: str) -> dict[str, Any]:
@@ -63,17 +88,3 @@ def error_response(description: str, example: str) -> dict[str, Any]:
         "description": description,
         "content": {"application/json": {"example": {"detail": example}}},
     }
-
-
-VALIDATION_RESPONSE: dict[str, Any] = {
-    "model": ValidationErrorBody,
-    "description": "The request is not a multipart upload with the expected field",
-    "content": {
-        "application/json": {
-            "example": {
-                "detail": "body.file: Field required",
-                "errors": [{"type": "missing", "loc": ["body", "file"], "msg": "Field required"}],
-            }
-        }
-    },
-}

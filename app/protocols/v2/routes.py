@@ -1,0 +1,235 @@
+"""The Open Inference Protocol (KServe V2) over REST: a thin front door over the same inference core.
+
+Infer is served by the front directly (see app/http/front.py), like the native predictions; the
+health and metadata routes go through FastAPI. Errors are `{"error": ...}` on every /v2 path
+(app/http/error_handlers.py).
+"""
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+
+from app.errors import NotReadyError
+from app.http.front import annotate_access_log
+from app.inference.classifier import DigitClassifier
+from app.protocols.common import inference_core
+from app.protocols.v2.schemas import (
+    ErrorResponse,
+    InferenceRequest,
+    InferenceResponse,
+    Live,
+    ModelMetadata,
+    ModelReady,
+    Ready,
+    ServerMetadata,
+    error_response,
+)
+from app.protocols.v2.tensors import (
+    HEADER_LENGTH,
+    MODEL_INPUTS,
+    MODEL_OUTPUTS,
+    encode_infer_response,
+    parse_infer_request,
+)
+
+SERVER_NAME = "mnist-serve"
+EXTENSIONS = ["binary_tensor_data"]
+PLATFORM = "pytorch"
+
+_NOT_FOUND = error_response("No served model has this name or version", "no model named 'mnist-v9' is served")
+_NOT_READY = error_response("The models are not loaded yet (see Retry-After)", "the models are not loaded yet")
+_UNAUTHORIZED = error_response(
+    "API_KEY is set and the request has no valid key",
+    "missing or invalid API key: send Authorization: Bearer <key> or X-API-Key: <key>",
+)
+_INFER_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: error_response(
+        "A malformed request: JSON, names, datatypes, shapes, data counts, binary sizes, values or batch size",
+        "input 'input' must have shape ['N', 784] with N from 1 to 64; got [1, 28, 28]",
+    ),
+    401: _UNAUTHORIZED,
+    404: _NOT_FOUND,
+    408: error_response("The request body stopped arriving", "the request body stopped arriving"),
+    413: error_response("The body is larger than MAX_BATCH_BYTES", "the request body is 9.0 MiB; the limit is 8.0 MiB"),
+    503: _NOT_READY,
+}
+
+
+def _path_parameters(versioned: bool) -> list[dict[str, Any]]:
+    """The path's parameters for OpenAPI: the handlers read them from the request themselves."""
+    names = ("model_name", "model_version") if versioned else ("model_name",)
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
+
+
+def _documented(versioned: bool, **extra: Any) -> dict[str, Any]:
+    parameters = _path_parameters(versioned) + extra.pop("parameters", [])
+    return {"parameters": parameters, **extra}
+
+
+_INFER_DOCUMENTATION: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Inference-Header-Content-Length",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "binary tensor data extension: the JSON header's length; the tensors' bytes follow it",
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "the JSON header, then the binary tensors (Inference-Header-Content-Length)",
+            },
+        },
+    },
+}
+
+server_router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+model_router = APIRouter(prefix="/v2/models", tags=["open inference protocol"])
+infer_router = APIRouter(prefix="/v2/models", tags=["open inference protocol"])
+
+
+@server_router.get("", summary="Server metadata", response_model=ServerMetadata)
+async def server_metadata(request: Request) -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": request.app.version, "extensions": EXTENSIONS}
+
+
+@server_router.get("/health/live", summary="Server liveness", response_model=Live)
+async def server_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@server_router.get(
+    "/health/ready",
+    summary="Server readiness: the default model is served",
+    response_model=Ready,
+    responses={503: _NOT_READY},
+)
+async def server_ready(request: Request) -> dict[str, bool]:
+    repository = inference_core(request).repository
+    if repository.default_model not in repository.served:
+        raise NotReadyError(f"the default model {repository.default_model!r} is not served")
+    return {"ready": True}
+
+
+def _model(request: Request) -> DigitClassifier:
+    params = request.path_params
+    return inference_core(request).resolve(params["model_name"], params.get("model_version"))
+
+
+def _metadata(request: Request) -> dict[str, Any]:
+    name = _model(request).info.name
+    versions = inference_core(request).repository.served[name].versions
+    return {
+        "name": name,
+        "versions": [str(version) for version in versions],
+        "platform": PLATFORM,
+        "inputs": [spec.metadata() for spec in MODEL_INPUTS],
+        "outputs": [spec.metadata() for spec in MODEL_OUTPUTS],
+    }
+
+
+_MODEL_ERRORS: dict[int | str, dict[str, Any]] = {401: _UNAUTHORIZED, 404: _NOT_FOUND, 503: _NOT_READY}
+
+
+# Each route also answers under /versions/{model_version}: the same function, registered twice.
+@model_router.get(
+    "/{model_name}",
+    summary="Model metadata",
+    response_model=ModelMetadata,
+    responses=_MODEL_ERRORS,
+    openapi_extra=_documented(versioned=False),
+)
+@model_router.get(
+    "/{model_name}/versions/{model_version}",
+    summary="Model metadata",
+    response_model=ModelMetadata,
+    responses=_MODEL_ERRORS,
+    openapi_extra=_documented(versioned=True),
+)
+async def model_metadata(request: Request) -> dict[str, Any]:
+    name = _model(request).info.name
+    versions = inference_core(request).repository.served[name].versions
+    return {
+        "name": name,
+        "versions": [str(version) for version in versions],
+        "platform": PLATFORM,
+        "inputs": [spec.metadata() for spec in MODEL_INPUTS],
+        "outputs": [spec.metadata() for spec in MODEL_OUTPUTS],
+    }
+
+
+@model_router.get(
+    "/{model_name}/ready",
+    summary="Model readiness",
+    response_model=ModelReady,
+    responses=_MODEL_ERRORS,
+    openapi_extra=_documented(versioned=False),
+)
+@model_router.get(
+    "/{model_name}/versions/{model_version}/ready",
+    summary="Model readiness",
+    response_model=ModelReady,
+    responses=_MODEL_ERRORS,
+    openapi_extra=_documented(versioned=True),
+)
+async def model_ready(request: Request) -> dict[str, Any]:
+    return {"name": _model(request).info.name, "ready": True}
+
+
+@infer_router.post(
+    "/{model_name}/infer",
+    summary="Inference (JSON tensors, or Triton's binary tensor data extension)",
+    response_model=InferenceResponse,
+    responses=_INFER_ERRORS,
+    openapi_extra=_documented(versioned=False, **_INFER_DOCUMENTATION),
+)
+@infer_router.post(
+    "/{model_name}/versions/{model_version}/infer",
+    summary="Inference (JSON tensors, or Triton's binary tensor data extension)",
+    response_model=InferenceResponse,
+    responses=_INFER_ERRORS,
+    openapi_extra=_documented(versioned=True, **_INFER_DOCUMENTATION),
+)
+async def infer(request: Request) -> Response:
+    classifier = _model(request)
+    core = inference_core(request)
+    parsed = parse_infer_request(
+        await request.body(), request.headers.get(HEADER_LENGTH), request.app.state.settings.max_batch
+    )
+    if parsed.input.name == "image":
+        result = core.classify_digits(classifier, parsed.array)
+    else:
+        result = core.classify_inputs(classifier, parsed.array)
+    info = classifier.info
+    body, headers = encode_infer_response(parsed, info.name, info.version, result.probabilities, result.classes)
+    annotate_access_log(
+        request,
+        model=info.name,
+        version=info.version,
+        inputs=len(result.classes),
+        classes="".join(map(str, result.classes.tolist())),
+    )
+    return Response(body, headers=headers)
+
+
+def document_schemas(app: FastAPI) -> None:
+    """Add the infer request's schema to the OpenAPI components: the endpoint reads its body itself."""
+    generate = app.openapi
+
+    def openapi_with_request_schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            request_schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(request_schema.pop("$defs", {}))
+            components["InferenceRequest"] = request_schema
+            components.setdefault("ErrorResponse", ErrorResponse.model_json_schema())
+        return app.openapi_schema
+
+    app.openapi = openapi_with_request_schema
