@@ -1,15 +1,17 @@
-"""The drawing page and /docs in a real headless Chromium (Debian's), against real uvicorn."""
+"""The drawing page, /docs and /redoc in a real headless Chromium (Debian's), against real uvicorn."""
 
 import base64
 import io
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
@@ -26,6 +28,9 @@ pytestmark = [
 ]
 ARTIFACTS = REPO_ROOT / "artifacts"
 NO_PREDICTION = "\N{EN DASH}"  # what the page shows in place of a digit
+MAX_UPLOAD_BYTES = 1024 * 1024  # the server's default limit, which the page is told
+# ReDoc's sidebar footer shows Redocly's logo from their CDN; offline it fails and ReDoc hides it.
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +56,8 @@ def browser():
         "--disable-dev-shm-usage",
         f"--user-data-dir={profile}",
         "--window-size=1000,900",
+        # Every host but the test server is unresolvable: the pages must work offline.
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -97,6 +104,81 @@ def _console_errors(driver) -> list[dict]:
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
+def _answer_with(driver, answer: dict) -> None:
+    """From now on, the page's POST /predict gets this answer without asking the server."""
+    driver.execute_script(
+        """const answer = arguments[0];
+        window.fetch = async () => new Response(JSON.stringify(answer), {
+          status: 200, headers: {"Content-Type": "application/json"},
+        });""",
+        answer,
+    )
+
+
+def _scores(lead: int, lead_score: float, runner_up: int, runner_up_score: float) -> list[float]:
+    rest = (1 - lead_score - runner_up_score) / 8
+    return [lead_score if d == lead else runner_up_score if d == runner_up else rest for d in range(10)]
+
+
+@contextmanager
+def _phone_screen(driver, width: int = 360, height: int = 640) -> Iterator[None]:
+    """Emulate a phone's viewport (CSS pixels, touch-sized layout) exactly, whatever the window."""
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 2, "mobile": True}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        yield
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _is_in_viewport(driver, element_id: str) -> bool:
+    return driver.execute_script(
+        """const box = document.getElementById(arguments[0]).getBoundingClientRect();
+        return box.top >= 0 && box.left >= 0 && box.bottom <= innerHeight && box.right <= innerWidth;""",
+        element_id,
+    )
+
+
+def _draw_vertical_stroke(driver) -> None:
+    """A real pointer stroke from 35 % to 65 % of the canvas height (offsets are from its centre)."""
+    canvas = driver.find_element(By.ID, "pad")
+    height = canvas.size["height"]
+    ActionChains(driver).move_to_element_with_offset(canvas, 0, -height * 0.3).click_and_hold().move_by_offset(
+        0, height * 0.2
+    ).move_by_offset(0, height * 0.2).move_by_offset(0, height * 0.2).release().perform()
+
+
+def _events_of_the_drawing(driver) -> None:
+    """Log, in the page, when strokes start and end, when /predict is called and what #digit shows."""
+    driver.execute_script(
+        """window.drawingEvents = [];
+        const log = (what) => window.drawingEvents.push([what, performance.now()]);
+        const pad = document.getElementById("pad");
+        pad.addEventListener("pointerdown", () => log("down"));
+        pad.addEventListener("pointerup", () => log("up"));
+        const realFetch = window.fetch;
+        window.fetch = (...args) => { log("fetch"); return realFetch(...args); };
+        const digit = document.getElementById("digit");
+        new MutationObserver(() => log(`shows ${digit.textContent}`))
+          .observe(digit, {childList: true, characterData: true, subtree: true});"""
+    )
+
+
+def _photo_of_a_seven(path: Path, width: int, height: int, sideways: bool = False) -> None:
+    """A dark 7 on grey, grainy paper, saved as a JPEG as a phone camera would; `sideways` stores
+    the pixels turned a quarter and says in EXIF how to turn them upright, as phones held upright do."""
+    paper = np.random.default_rng(0).normal(225, 12, (height, width)).clip(0, 255).astype(np.uint8)
+    photo = Image.fromarray(paper).convert("RGB")
+    scale = height / 3024
+    corners = [(1500 * scale, 700 * scale), (2500 * scale, 700 * scale), (1900 * scale, 2400 * scale)]
+    ImageDraw.Draw(photo).line(corners, fill=(40, 40, 50), width=round(200 * scale), joint="curve")
+    exif = Image.Exif()
+    if sideways:
+        photo = photo.transpose(Image.Transpose.ROTATE_90)
+        exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to display
+    photo.save(path, quality=92, exif=exif)
+
+
 def test_page_loads_without_console_errors(browser, base_url):
     browser.get(f"{base_url}/")
     WebDriverWait(browser, 10).until(lambda driver: driver.execute_script("return !!window.digitPad"))
@@ -105,17 +187,13 @@ def test_page_loads_without_console_errors(browser, base_url):
     assert int(canvas.get_attribute("width")) >= 280
     assert canvas.size["width"] == canvas.size["height"]
     assert browser.find_element(By.LINK_TEXT, "API documentation").get_attribute("href").endswith("/docs")
+    assert browser.find_element(By.LINK_TEXT, "ReDoc").get_attribute("href").endswith("/redoc")
     assert _console_errors(browser) == []
 
 
 def test_a_vertical_stroke_drawn_with_the_pointer_is_a_one(page, base_url):
-    canvas = page.find_element(By.ID, "pad")
     completed = page.execute_script("return window.digitPad.completed")
-    height = canvas.size["height"]
-    # Offsets are from the canvas centre: a line from 35 % to 65 % of its height.
-    ActionChains(page).move_to_element_with_offset(canvas, 0, -height * 0.3).click_and_hold().move_by_offset(
-        0, height * 0.2
-    ).move_by_offset(0, height * 0.2).move_by_offset(0, height * 0.2).release().perform()
+    _draw_vertical_stroke(page)
     _wait_for_answer(page, completed)
     sent = _last_upload(page)
     assert Image.open(io.BytesIO(sent)).size == (280, 280)
@@ -211,3 +289,158 @@ def test_docs_render_offline_with_a_file_picker_for_predict(browser, base_url):
     file_input = wait.until(lambda d: operation.find_element(By.CSS_SELECTOR, "input[type=file]"))
     assert file_input.is_displayed()
     assert _console_errors(browser) == []
+
+
+def test_redoc_renders_offline_from_the_apps_own_bundle(browser, base_url):
+    browser.get(f"{base_url}/redoc")
+    wait = WebDriverWait(browser, 20)
+    title = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "h1"))
+    assert title.text.startswith("mnist-serve")
+    wait.until(lambda d: "Classify one digit image" in d.find_element(By.TAG_NAME, "body").text)
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map((entry) => entry.name)")
+    assert f"{base_url}/static/vendor/redoc/redoc.standalone.js" in loaded
+    assert [url for url in loaded if not url.startswith(base_url)] in ([], [REDOC_LOGO])
+    assert [error for error in _console_errors(browser) if REDOC_LOGO not in error["message"]] == []
+
+
+def test_a_two_stroke_seven_is_judged_after_the_pause_not_after_its_bar(page, base_url):
+    pause_ms = page.execute_script("return STROKE_PAUSE_MS")
+    _events_of_the_drawing(page)
+    canvas = page.find_element(By.ID, "pad")
+    size = canvas.size["width"]
+
+    def to(x: float, y: float) -> tuple[float, float]:  # fractions of the canvas, from its centre
+        return x * size, y * size
+
+    completed = page.execute_script("return window.digitPad.completed")
+    strokes = ActionChains(page, duration=20)
+    strokes.move_to_element_with_offset(canvas, *to(-0.3, -0.3)).click_and_hold()
+    for step in range(1, 6):  # the bar, left to right
+        strokes.move_to_element_with_offset(canvas, *to(-0.3 + 0.11 * step, -0.3))
+    strokes.release().pause(0.25).click_and_hold()  # a pen lift shorter than the pause
+    for step in range(1, 8):  # the stem, down to the lower left
+        strokes.move_to_element_with_offset(canvas, *to(0.25 - 0.3 * step / 7, -0.3 + 0.65 * step / 7))
+    strokes.release().perform()
+    _wait_for_answer(page, completed)
+
+    events = page.execute_script("return window.drawingEvents")
+    assert [name for name, _ in events] == ["down", "up", "down", "up", "fetch", "shows 7"]
+    times = {f"{name} {index}": at for index, (name, at) in enumerate(events)}
+    assert times["down 2"] - times["up 1"] < pause_ms  # the test did lift the pen only briefly
+    assert times["fetch 4"] - times["up 3"] >= pause_ms
+    assert _shown_class(page) == str(_answer_for(base_url, _last_upload(page))["class"]) == "7"
+    assert "100.0 %" not in page.find_element(By.ID, "result").text + page.find_element(By.ID, "scores").text
+    assert _console_errors(page) == []
+
+
+@pytest.mark.parametrize("sideways", [False, True], ids=["upright", "exif-rotated"])
+def test_a_phone_photo_over_the_upload_limit_is_shrunk_in_the_browser(page, base_url, tmp_path: Path, sideways):
+    photo = tmp_path / "IMG_0001.jpg"
+    _photo_of_a_seven(photo, 4032, 3024, sideways)
+    assert photo.stat().st_size > MAX_UPLOAD_BYTES
+    assert page.execute_script("return maxUploadBytes") == MAX_UPLOAD_BYTES
+    completed = page.execute_script("return window.digitPad.completed")
+    page.find_element(By.ID, "upload").send_keys(str(photo))
+    _wait_for_answer(page, completed)
+    assert page.find_element(By.ID, "message").text == ""
+    sent = _last_upload(page)
+    assert len(sent) <= MAX_UPLOAD_BYTES
+    with Image.open(io.BytesIO(sent)) as shrunk:  # upright: the page applied the EXIF orientation
+        assert (shrunk.format, shrunk.size) == ("JPEG", (1024, 768))
+    assert _shown_class(page) == str(_answer_for(base_url, sent)["class"]) == "7"
+    assert _console_errors(page) == []
+
+
+def test_the_page_shrinks_to_the_limit_the_server_is_configured_with(browser, tmp_path: Path):
+    photo = tmp_path / "small-photo.jpg"
+    _photo_of_a_seven(photo, 800, 600)
+    limit = photo.stat().st_size // 2
+    with running_server(max_upload_bytes=limit) as url:
+        browser.get(f"{url}/")
+        WebDriverWait(browser, 10).until(lambda driver: driver.execute_script("return !!window.digitPad"))
+        assert browser.execute_script("return maxUploadBytes") == limit
+        browser.find_element(By.ID, "upload").send_keys(str(photo))
+        _wait_for_answer(browser, 0)
+        assert browser.find_element(By.ID, "message").text == ""
+        assert len(_last_upload(browser)) <= limit
+        assert _shown_class(browser) != NO_PREDICTION
+
+
+def test_a_picture_over_the_limit_the_browser_cannot_open_gets_a_message(page, tmp_path: Path):
+    scan = tmp_path / "scan.tiff"  # browsers do not decode TIFF, so the page cannot shrink it
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (1100, 1100), dtype=np.uint8)).save(scan)
+    assert scan.stat().st_size > MAX_UPLOAD_BYTES
+    completed = page.execute_script("return window.digitPad.completed")
+    page.find_element(By.ID, "upload").send_keys(str(scan))
+    WebDriverWait(page, 10).until(lambda d: d.find_element(By.ID, "message").text)
+    assert page.find_element(By.ID, "message").text == (
+        "scan.tiff is 1.2 MiB, over the 1.0 MiB upload limit, and this browser could not make it smaller: "
+        "send a PNG or JPEG under the limit."
+    )
+    assert _shown_class(page) == NO_PREDICTION
+    assert page.execute_script("return window.digitPad.completed") == completed  # nothing was sent
+
+
+def test_a_360_px_phone_shows_the_prediction_without_scrolling(page):
+    with _phone_screen(page):
+        assert page.execute_script("return document.documentElement.clientWidth") == 360
+        assert _is_in_viewport(page, "pad")  # drawable where it is
+        completed = page.execute_script("return window.digitPad.completed")
+        _draw_vertical_stroke(page)
+        _wait_for_answer(page, completed)
+        assert _shown_class(page) != NO_PREDICTION  # which digit is the other tests' business
+        assert page.execute_script("return window.scrollY") == 0
+        assert _is_in_viewport(page, "digit")
+        assert _is_in_viewport(page, "confidence")
+        assert page.execute_script("return document.documentElement.scrollWidth") <= 360
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.save_screenshot(str(ARTIFACTS / "drawing-page-360px.png"))
+
+
+def test_an_unsure_answer_names_the_two_likeliest_digits(page):
+    threshold = page.execute_script("return UNSURE_BELOW")
+    # Fields the page does not know (a served model's name and version) are ignored.
+    unsure = {"class": 4, "confidence": 0.55, "scores": _scores(4, 0.55, 9, 0.35), "model": "mnist", "version": "2"}
+    _answer_with(page, unsure)
+    completed = page.execute_script("return window.digitPad.completed")
+    page.execute_script("window.digitPad.drawStrokes([[[60, 60], [220, 60]]])")
+    _wait_for_answer(page, completed)
+    assert _shown_class(page) == "?"
+    assert page.find_element(By.ID, "confidence").text == "Not sure: maybe 4 or 9"
+    assert page.find_element(By.ID, "digit").get_attribute("data-state") == "unsure"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.save_screenshot(str(ARTIFACTS / "drawing-page-unsure.png"))
+
+    _answer_with(page, {"class": 4, "confidence": threshold, "scores": _scores(4, threshold, 9, 0.1)})
+    completed = page.execute_script("return window.digitPad.completed")
+    page.execute_script("window.digitPad.drawStrokes([[[60, 60], [220, 60]]])")
+    _wait_for_answer(page, completed)
+    assert _shown_class(page) == "4"
+    assert page.find_element(By.ID, "confidence").text == f"{threshold * 100:.1f} % sure"
+    assert _console_errors(page) == []
+
+
+def test_scores_are_never_rounded_to_certainty_and_never_wrap(page):
+    scores = [0.0, 1e-9, 0.0004, 0.0006, 0.123, 0.0, 0.0, 0.0, 0.0, 0.0]
+    scores[7] = 1.0  # a float32 softmax does round to exactly 1 and 0
+    _answer_with(page, {"class": 7, "confidence": 1.0, "scores": scores})
+    with _phone_screen(page):
+        completed = page.execute_script("return window.digitPad.completed")
+        page.execute_script("window.digitPad.drawStrokes([[[140, 40], [140, 240]]])")
+        _wait_for_answer(page, completed)
+        assert page.find_element(By.ID, "confidence").text == "> 99.9 % sure"
+        values = [element.text for element in page.find_elements(By.CSS_SELECTOR, "#scores .value")]
+        assert values == ["< 0.1 %"] * 3 + ["0.1 %", "12.3 %"] + ["< 0.1 %"] * 2 + ["> 99.9 %"] + ["< 0.1 %"] * 2
+        rows = page.execute_script(
+            """return Array.from(document.querySelectorAll("#scores li"), (row) => {
+              const lines = document.createRange();
+              lines.selectNodeContents(row.querySelector(".value"));
+              return {
+                height: row.getBoundingClientRect().height,
+                oneLine: Math.max(...Array.from(row.children, (part) => parseFloat(getComputedStyle(part).lineHeight))),
+                valueLines: lines.getClientRects().length,
+              };
+            });"""
+        )
+    assert all(row["valueLines"] == 1 for row in rows)
+    assert all(abs(row["height"] - row["oneLine"]) < 1 for row in rows)
