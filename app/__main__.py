@@ -1,4 +1,4 @@
-"""`python -m app`: serve with the host, port and worker count from the settings.
+"""`python -m app`: serve with the production server settings (app/http/server.py).
 
 With several workers the metrics go through prometheus-client's multiprocess mode, and a
 worker that fails to start (bad weights, say) stops the whole server with a non-zero exit.
@@ -13,6 +13,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from app.http.server import raise_descriptor_limit, uvicorn_config
 from app.observability.logs import configure_logging
 from app.observability.metrics import MULTIPROCESS_ENV
 from app.settings import Settings, SettingsError
@@ -25,16 +26,8 @@ def main() -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    config = uvicorn.Config(
-        "app.main:app",
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
-        server_header=False,
-    )
+    raise_descriptor_limit(settings.max_connections)
+    config = uvicorn_config(settings)
     if settings.workers == 1:
         server = uvicorn.Server(config)
         server.run()

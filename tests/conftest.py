@@ -4,6 +4,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from torchvision import transforms
 
+from app.http.server import uvicorn_config
 from app.main import create_app
 from app.settings import Settings
 from mnist_core.network import NeuralNetwork
@@ -77,7 +79,7 @@ def reference_probabilities(model: NeuralNetwork, images: torch.Tensor) -> np.nd
 def running_server(**overrides) -> Iterator[str]:
     """The app under real uvicorn on a free 127.0.0.1 port, in a thread; yields its base URL."""
     settings = Settings(**{"model_repository": REPO_ROOT / "models", "device": "cpu", **overrides})
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, timeout_graceful_shutdown=2)
+    config = uvicorn_config(replace(settings, shutdown_timeout_seconds=2), app=create_app(settings))
     server = uvicorn.Server(config)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -1,0 +1,132 @@
+"""The production HTTP server: uvicorn (httptools, uvloop) with the limits that only a server can set.
+
+A client that trickles its request headers never reaches the application, so the application
+cannot time it out; uvicorn has no header timeout of its own (only keep-alive, between
+requests). GuardedHttpToolsProtocol adds the two defences nginx and Apache ship against
+slowloris-style clients: a deadline for a request's headers (HEADER_TIMEOUT_SECONDS, like
+nginx's client_header_timeout) and a cap on open connections per worker (MAX_CONNECTIONS,
+like worker_connections), past which a new connection gets a 503 and is closed at once, before
+it can hold a file descriptor for long.
+"""
+
+import asyncio
+import functools
+import logging
+import resource
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.observability import metrics
+from app.settings import Settings
+
+logger = logging.getLogger("mnist.server")
+
+# File descriptors a worker needs besides its client connections (listening socket, logs,
+# model files, the metrics files of multiprocess mode, the event loop's own).
+_SPARE_DESCRIPTORS = 64
+
+
+def _plain_response(status: str, text: str, extra_headers: str = "") -> bytes:
+    body = text.encode()
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n{extra_headers}"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+_TOO_MANY_CONNECTIONS = _plain_response(
+    "503 Service Unavailable", "too many open connections (MAX_CONNECTIONS); retry in a moment\n", "retry-after: 1\r\n"
+)
+_HEADER_TIMEOUT = _plain_response("408 Request Timeout", "the request headers did not arrive in time\n")
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for request headers and a cap on connections."""
+
+    def __init__(self, *args: Any, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+        self._max_connections = max_connections
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self._max_connections:
+            metrics.REJECTED.labels("too_many_connections").inc()
+            transport.write(_TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        # A connection that never sends a byte is held to the same deadline as a slow one.
+        self._arm_header_deadline()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_deadline is None:
+            self._arm_header_deadline()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_deadline()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        self._header_deadline = self.loop.call_later(self._header_timeout, self._headers_timed_out)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_timed_out(self) -> None:
+        self._header_deadline = None
+        if not self.transport.is_closing():
+            metrics.REJECTED.labels("header_timeout").inc()
+            self.transport.write(_HEADER_TIMEOUT)
+            self.transport.close()
+
+
+def uvicorn_config(settings: Settings, app: str | ASGIApp = "app.main:app") -> uvicorn.Config:
+    """How `python -m app` runs the service (and the benchmarks and system tests run it)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        http=functools.partial(
+            GuardedHttpToolsProtocol,
+            header_timeout=settings.header_timeout_seconds,
+            max_connections=settings.max_connections,
+        ),
+        loop="uvloop",
+        log_config=None,
+        access_log=False,  # the front writes one richer line per request
+        proxy_headers=False,  # nothing here reads the client address, so X-Forwarded-* need no parsing
+        timeout_keep_alive=settings.keep_alive_seconds,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        server_header=False,
+    )
+
+
+def raise_descriptor_limit(max_connections: int) -> None:
+    """Lift the soft limit on open files to the hard one, so MAX_CONNECTIONS can really be reached."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + _SPARE_DESCRIPTORS
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < wanted:
+        logger.warning(
+            "open files are limited to %d (ulimit -n), fewer than MAX_CONNECTIONS=%d needs (%d); raise the limit "
+            "or lower MAX_CONNECTIONS",
+            soft,
+            max_connections,
+            wanted,
+        )

@@ -1,0 +1,73 @@
+"""The server's own defences against slow and stalled clients, on a real uvicorn with the production protocol."""
+
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import running_server
+
+
+@pytest.fixture(scope="module")
+def guarded_url():
+    with running_server(header_timeout_seconds=0.5, max_connections=4, body_timeout_seconds=0.5) as url:
+        yield url
+
+
+def _connect(url: str) -> socket.socket:
+    address = urlsplit(url)
+    return socket.create_connection((address.hostname, address.port), timeout=5)
+
+
+def _read_all(connection: socket.socket) -> bytes:
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+def test_headers_trickled_past_the_deadline_get_a_408_and_a_closed_connection(guarded_url):
+    with _connect(guarded_url) as connection:
+        started = time.monotonic()
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":
+            try:
+                connection.sendall(bytes([byte]))
+            except OSError:
+                break  # closed under us: the deadline passed
+            time.sleep(0.05)
+        answer = _read_all(connection)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert b"the request headers did not arrive in time" in answer
+        assert 0.4 < time.monotonic() - started < 3
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed_after_the_header_deadline(guarded_url):
+    with _connect(guarded_url) as connection:
+        started = time.monotonic()
+        assert _read_all(connection).startswith(b"HTTP/1.1 408 ")
+        assert 0.4 < time.monotonic() - started < 3
+
+
+def test_headers_that_arrive_in_time_reset_the_deadline_for_the_next_request(guarded_url):
+    with httpx.Client(base_url=guarded_url) as keep_alive:
+        for _ in range(3):
+            assert keep_alive.get("/healthz").status_code == 200
+            time.sleep(0.3)  # shorter than the deadline each time, longer than it in total
+
+
+def test_connections_past_max_connections_get_a_503_and_are_closed(guarded_url):
+    held = [_connect(guarded_url) for _ in range(4)]
+    try:
+        time.sleep(0.1)
+        with _connect(guarded_url) as extra:
+            answer = _read_all(extra)
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert b"retry-after: 1" in answer
+        assert b"MAX_CONNECTIONS" in answer
+    finally:
+        for connection in held:
+            connection.close()
+    time.sleep(0.1)
+    assert httpx.get(f"{guarded_url}/healthz").status_code == 200
