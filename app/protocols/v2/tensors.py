@@ -163,7 +163,7 @@ def _read_input(inputs: Any, binary: bytes, max_batch: int) -> tuple[TensorSpec,
             raise V2Error(f"{len(binary)} bytes follow the JSON header but no input declares binary_data_size")
         array = _json_array(spec, shape, tensor.get("data"))
     _check_values(spec, array)
-    return spec, array
+    return spec, array.astype(spec.dtype.lstrip("<|"))
 
 
 def _check_datatype(spec: TensorSpec, datatype: Any) -> None:
@@ -197,8 +197,8 @@ def _binary_array(spec: TensorSpec, shape: tuple[int, ...], size: Any, binary: b
         raise V2Error(
             f"input {spec.name!r} declares {size} bytes of binary data, but {len(binary)} follow the JSON header"
         )
-    # A copy: the body is read-only, and torch wants to own writable memory.
-    return np.frombuffer(binary, dtype=spec.dtype).reshape(shape).astype(spec.dtype.lstrip("<|"))
+    # Read-only, over the body: the caller's astype copies it into memory torch may own.
+    return np.frombuffer(binary, dtype=spec.dtype).reshape(shape)
 
 
 def _json_array(spec: TensorSpec, shape: tuple[int, ...], data: Any) -> np.ndarray:
@@ -206,7 +206,8 @@ def _json_array(spec: TensorSpec, shape: tuple[int, ...], data: Any) -> np.ndarr
     if spec.datatype == "FP32":
         if any(type(value) not in (int, float) for value in values):
             raise V2Error(f"input {spec.name!r} (FP32) must hold JSON numbers only")
-        return np.asarray(values, dtype=np.float32).reshape(shape)
+        # Checked in float64 first: a JSON number too large for float32 is an error, not an inf.
+        return np.asarray(values, dtype=np.float64).reshape(shape)
     if any(type(value) is not int or not 0 <= value <= 255 for value in values):
         raise V2Error(f"input {spec.name!r} (UINT8) must hold whole numbers from 0 to 255 only")
     return np.asarray(values, dtype=np.uint8).reshape(shape)
