@@ -42,7 +42,7 @@ def test_metrics_count_requests_across_two_workers():
         assert _sample(metrics, "mnist_http_requests_total", route="/predict", status="200") == 40
         assert _sample(metrics, "mnist_predictions_total", **{"class": "7"}) == 40
         assert _sample(metrics, "mnist_inference_duration_seconds_count") == 40
-        assert _sample(metrics, "mnist_model_info") == 1  # "max" across workers, not a sum
+        assert _sample(metrics, "mnist_model_info", model="mnist") == 1  # "max" across workers, not a sum
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -1,0 +1,140 @@
+"""Real Open Inference Protocol clients, unchanged, against the real service: tritonclient and the kserve SDK."""
+
+import asyncio
+import subprocess
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+from tests.helpers import png_of
+from tests.system.serving import start_service, wait_until_ready
+
+pytestmark = pytest.mark.system
+
+DIGITS = 1000
+BATCH = 64
+
+
+@pytest.fixture(scope="module")
+def service():
+    process, url = start_service(subprocess.DEVNULL, LOG_LEVEL="warning")
+    try:
+        wait_until_ready(process, url)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test_split) -> tuple[np.ndarray, np.ndarray]:
+    return mnist_test_split.images[:DIGITS].numpy(), mnist_test_split.labels[:DIGITS].numpy()
+
+
+@pytest.fixture(scope="module")
+def predict_classes(service, digits) -> np.ndarray:
+    """What the native /predict answers for the same digits, one upload each."""
+    with httpx.Client(base_url=service) as client:
+        return np.array(
+            [client.post("/predict", files={"file": ("d.png", png_of(image))}).json()["class"] for image in digits[0]]
+        )
+
+
+@pytest.fixture(scope="module")
+def triton_client(service):
+    client = triton.InferenceServerClient(url=service.removeprefix("http://"))
+    yield client
+    client.close()
+
+
+def _triton_classes(client, images: np.ndarray, binary: bool) -> np.ndarray:
+    classes = []
+    for start in range(0, len(images), BATCH):
+        batch = (images[start : start + BATCH].reshape(-1, 784) / np.float32(255)).astype(np.float32)
+        tensor = triton.InferInput("input", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch, binary_data=binary)
+        outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("probabilities", "label")]
+        result = client.infer("mnist", [tensor], outputs=outputs)
+        probabilities = result.as_numpy("probabilities")
+        assert probabilities.shape == (len(batch), 10)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+        classes.append(result.as_numpy("label"))
+    return np.concatenate(classes)
+
+
+def test_tritonclient_sees_a_live_ready_server_and_its_models(triton_client):
+    assert triton_client.is_server_live()
+    assert triton_client.is_server_ready()
+    assert triton_client.is_model_ready("mnist")
+    assert triton_client.is_model_ready("mnist", model_version="1")
+    assert not triton_client.is_model_ready("no-such-model")
+    server = triton_client.get_server_metadata()
+    assert server["name"] == "mnist-serve"
+    assert "binary_tensor_data" in server["extensions"]
+    metadata = triton_client.get_model_metadata("mnist")
+    assert metadata["versions"] == ["1"]
+    assert [(tensor["name"], tensor["datatype"]) for tensor in metadata["inputs"]] == [
+        ("input", "FP32"),
+        ("image", "UINT8"),
+    ]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient_classifies_1000_digits_as_predict_does(triton_client, digits, predict_classes, binary):
+    images, labels = digits
+    classes = _triton_classes(triton_client, images, binary)
+    assert (classes == labels).mean() == (predict_classes == labels).mean()
+    assert (classes == predict_classes).mean() >= 0.999  # batched and single passes round a little differently
+
+
+def test_tritonclient_uint8_input_requested_outputs_and_request_id(triton_client, digits):
+    images = digits[0][:5]
+    tensor = triton.InferInput("image", list(images.shape), "UINT8")
+    tensor.set_data_from_numpy(images)
+    result = triton_client.infer(
+        "mnist", [tensor], outputs=[triton.InferRequestedOutput("label")], request_id="five-digits", model_version="1"
+    )
+    assert result.as_numpy("label").tolist() == [7, 2, 1, 0, 4]
+    assert result.as_numpy("probabilities") is None
+    response = result.get_response()
+    assert (response["id"], response["model_name"], response["model_version"]) == ("five-digits", "mnist", "1")
+
+
+def test_tritonclient_reports_the_servers_error_message(triton_client):
+    tensor = triton.InferInput("input", [1, 784], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 784), 255, dtype=np.float32))
+    with pytest.raises(triton.InferenceServerException, match=r"outside \[0, 1\]"):
+        triton_client.infer("mnist", [tensor])
+    with pytest.raises(triton.InferenceServerException, match="no model named 'nope'"):
+        triton_client.infer("nope", [tensor])
+
+
+def test_the_kserve_sdk_checks_health_and_classifies_binary_tensors(service, digits, predict_classes):
+    images, labels = digits
+
+    async def classify() -> tuple[list[bool], np.ndarray]:
+        client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0))
+        try:
+            health = [
+                await client.is_server_live(service),
+                await client.is_server_ready(service),
+                await client.is_model_ready(service, "mnist"),
+            ]
+            classes = []
+            for start in range(0, len(images), BATCH):
+                batch = (images[start : start + BATCH].reshape(-1, 784) / np.float32(255)).astype(np.float32)
+                tensor = InferInput("input", list(batch.shape), "FP32")
+                tensor.set_data_from_numpy(batch, binary_data=True)
+                response = await client.infer(service, InferRequest("mnist", infer_inputs=[tensor]), "mnist")
+                by_name = {output.name: output.as_numpy() for output in response.outputs}
+                classes.append(by_name["label"])
+            return health, np.concatenate(classes)
+        finally:
+            await client.close()
+
+    health, classes = asyncio.run(classify())
+    assert health == [True, True, True]
+    assert (classes == labels).mean() == (predict_classes == labels).mean()
