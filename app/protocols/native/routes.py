@@ -9,15 +9,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.errors import BadBatchError, MissingFieldError, PayloadTooLargeError
+from app.errors import BadBatchError, MissingFieldError
 from app.http.front import annotate_access_log
-from app.http.limits import human_bytes
 from app.inference.classifier import DigitClassifier
 from app.inference.decode import ACCEPTED_DESCRIPTION
 from app.inference.pipeline import Upload
 from app.observability import metrics
 from app.protocols.common import inference_core
-from app.protocols.native.multipart import parse_multipart
+from app.protocols.native.multipart import MultipartReader, TooManyFilesError
 from app.protocols.native.responses import prediction_bodies
 from app.protocols.native.schemas import (
     BatchPrediction,
@@ -126,29 +125,26 @@ def _requested_classifier(request: Request) -> DigitClassifier:
 
 
 async def _read_uploads(request: Request, field: str, usage: str) -> list[Upload]:
-    """The files sent in `field`, each checked against MAX_UPLOAD_BYTES."""
+    """The files sent in `field`, read as the body arrives, each within MAX_UPLOAD_BYTES."""
     settings = request.app.state.settings
-    parts = parse_multipart(await request.body(), request.headers.get("content-type", ""))
-    files = [part for part in parts if part.field == field]
-    if not files:
-        sent = ", ".join(sorted({repr(part.field) for part in parts})) or "no fields"
-        raise MissingFieldError(f"no file in field {field!r} (the upload has: {sent}); send it as: {usage}")
     batch = field == "files"
-    if batch and len(files) > settings.max_batch:
-        raise BadBatchError(f"{len(files)} files sent; at most {settings.max_batch} per batch (MAX_BATCH)")
-    if not batch and len(files) > 1:
-        raise BadBatchError("send exactly one file in field 'file'; use /predict/batch (field 'files') for several")
+    reader = MultipartReader(
+        request.headers.get("content-type", ""), field, settings.max_batch if batch else 1, settings.max_upload_bytes
+    )
+    try:
+        async for chunk in request.stream():
+            reader.feed(chunk)
+        files = reader.finish()
+    except TooManyFilesError as error:
+        advice = "send at most that many per batch (MAX_BATCH)" if batch else "use /predict/batch (field 'files')"
+        raise BadBatchError(f"{error.detail}: {advice}") from None
+    if not files:
+        sent = ", ".join(sorted({repr(name) for name in reader.other_fields})) or "no fields"
+        raise MissingFieldError(f"no file in field {field!r} (the upload has: {sent}); send it as: {usage}")
     uploads = []
     for index, part in enumerate(files):
-        upload = Upload(data=part.data, filename=part.filename, index=index if batch else None)
         metrics.UPLOAD_BYTES.observe(len(part.data))
-        if len(part.data) > settings.max_upload_bytes:
-            where = "the file" if upload.index is None else upload.describe()
-            raise PayloadTooLargeError(
-                f"{where} is {human_bytes(len(part.data))}; the limit is {human_bytes(settings.max_upload_bytes)}: "
-                "send a smaller file, or raise MAX_UPLOAD_BYTES"
-            )
-        uploads.append(upload)
+        uploads.append(Upload(data=part.data, filename=part.filename, index=index if batch else None))
     return uploads
 
 
