@@ -160,3 +160,15 @@ def test_startup_log_names_each_model_version_device_and_threads(capsys):
         assert "test accuracy " in line
         assert line.endswith(" on cpu")
     assert len([line for line in lines if "with 1 torch thread(s)" in line]) == 1
+
+
+def test_every_route_the_app_serves_has_its_own_label(client):
+    for path in ("/openapi.json", "/docs", "/redoc", "/static/app.js", "/", "/v2/health/live", "/models"):
+        assert client.get(path).status_code == 200, path
+    client.get("/no/such/path")
+    labels = {key[1] for key in _samples(client) if key[0] == "mnist_http_requests_total"}
+    routes = {dict(label)["route"] for label in labels}
+    assert {"/openapi.json", "/docs", "/redoc", "/static", "/", "/v2/health/live", "/models"} <= routes
+    assert "<unmatched>" in routes  # only for the unknown path
+    unmatched = [dict(label) for label in labels if dict(label)["route"] == "<unmatched>"]
+    assert {label["status"] for label in unmatched} == {"404"}

@@ -150,10 +150,12 @@ class ServiceFront:
         if route is not None:
             return route.path
         # Starlette routes that FastAPI serves itself (/openapi.json) and mounts (/static) do
-        # not record themselves in the scope; find them, only for these few requests.
+        # not record themselves in the scope; find them, only for these few requests. A mount
+        # has rewritten the scope's root_path by now, so match the request as it came in.
+        arrived = {"type": "http", "path": scope["path"], "root_path": "", "method": scope["method"]}
         for candidate in self.app.routes:
             path = getattr(candidate, "path", None)
-            if path is not None and candidate.matches(scope)[0] is not Match.NONE:
+            if path is not None and candidate.matches(arrived)[0] is not Match.NONE:
                 return path
         return UNMATCHED_ROUTE
 
