@@ -1,6 +1,10 @@
-"""What both protocol front doors need from a request: the inference core, once the models are loaded."""
+"""What both protocol front doors need: the inference core once the models are loaded, and fast JSON."""
 
+from typing import Any
+
+import orjson
 from fastapi import Request
+from starlette.responses import Response
 
 from app.errors import NotReadyError
 from app.inference.pipeline import InferenceCore
@@ -11,3 +15,9 @@ def inference_core(request: Request) -> InferenceCore:
     if core is None:
         raise NotReadyError("the models are not loaded yet; retry in a moment")
     return core
+
+
+def json_response(body: Any) -> Response:
+    """A 200 JSON answer, encoded by orjson: the standard library's encoder took a tenth of a
+    /predict request (12 us for a prediction against 0.5 us); the numbers parse to the same values."""
+    return Response(orjson.dumps(body), media_type="application/json")

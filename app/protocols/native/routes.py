@@ -15,7 +15,7 @@ from app.inference.classifier import DigitClassifier
 from app.inference.decode import ACCEPTED_DESCRIPTION
 from app.inference.pipeline import Upload
 from app.observability import metrics
-from app.protocols.common import inference_core
+from app.protocols.common import inference_core, json_response
 from app.protocols.native.multipart import MultipartReader, TooManyFilesError
 from app.protocols.native.responses import prediction_bodies
 from app.protocols.native.schemas import (
@@ -166,7 +166,7 @@ async def predict(request: Request) -> Response:
         version=body["version"],
         **{"class": body["class"], "confidence": round(body["confidence"], 4)},
     )
-    return JSONResponse(body)
+    return json_response(body)
 
 
 @prediction_router.post(
@@ -190,7 +190,7 @@ async def predict_batch(request: Request) -> Response:
         files=len(bodies),
         classes="".join(str(body["class"]) for body in bodies),
     )
-    return JSONResponse({"predictions": bodies})
+    return json_response({"predictions": bodies})
 
 
 def describe_version(classifier: DigitClassifier) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from app.errors import ClientError
 from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, NUM_CLASSES
@@ -293,7 +294,7 @@ def encode_infer_response(
     if request.id is not None:
         document["id"] = request.id
     document["outputs"] = outputs
-    header = json.dumps(document, separators=(",", ":")).encode()
+    header = orjson.dumps(document)
     if not tails:
         return header, {"content-type": "application/json"}
     return header + b"".join(tails), {
