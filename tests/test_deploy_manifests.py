@@ -1,4 +1,4 @@
-"""The Kubernetes manifests agree with the app and the image: port, probe paths, user."""
+"""The Kubernetes manifests agree with the app, the image and each other: port, probes, user, namespace, policy."""
 
 import re
 
@@ -72,3 +72,21 @@ def test_service_and_autoscaler_point_at_the_deployment():
 
 def test_settings_named_in_the_manifest_exist(container):
     assert {variable["name"] for variable in container["env"]} <= set(setting_variables())
+
+
+def test_everything_lives_in_the_namespace_applied_first():
+    # kubectl apply -f deploy/k8s/ applies files in name order: the namespace must exist first.
+    assert sorted(path.name for path in K8S.glob("*.yaml"))[0] == "00-namespace.yaml"
+    namespace = _manifest("00-namespace.yaml")["metadata"]["name"]
+    for name in ("deployment.yaml", "service.yaml", "hpa.yaml", "networkpolicy.yaml"):
+        assert _manifest(name)["metadata"]["namespace"] == namespace, name
+
+
+def test_network_policy_admits_the_pods_http_port_only(container):
+    policy = _manifest("networkpolicy.yaml")["spec"]
+    labels = _manifest("deployment.yaml")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    [rule] = policy["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert "http" in {port["name"] for port in container["ports"]}
+    assert policy["egress"] == []
