@@ -139,7 +139,9 @@ exit_code="$(docker inspect "$container" --format '{{.State.ExitCode}}')"
 echo "[smoke] docker stop took ${stop_ms} ms, exit code $exit_code"
 docker logs "$container" 2>&1 | grep -q "Application shutdown complete" \
   || { echo "[smoke] no clean lifespan shutdown in the logs"; exit 1; }
-[ "$stop_ms" -lt 10000 ] || { echo "[smoke] stop took too long"; exit 1; }
+# The process exits right after its lifespan shutdown (app/__main__.py skips the interpreter's teardown);
+# 2 s leaves room for the engine while a return of the old ~2 s teardown still fails here.
+[ "$stop_ms" -lt 2000 ] || { echo "[smoke] stop took too long"; exit 1; }
 [ "$exit_code" = 0 ] || [ "$exit_code" = 143 ] || { echo "[smoke] unexpected exit code $exit_code"; exit 1; }
 step "clean stop"
 echo "[smoke] passed"
