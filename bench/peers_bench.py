@@ -5,8 +5,8 @@ worker, a custom handler; 1 worker without batching, and 1 worker with batches o
 delay) and LitServe (multipart). Each is installed in its own venv with CPU torch, cached under
 ~/.cache/mnist-serve/peers (XDG_CACHE_HOME), and serves models/mnist/1/model.pt through the
 service's own network (bench/peers/). Every server runs one worker and one torch thread; the
-peers' access logs are off, mnist-serve runs its production settings (access log and metrics on),
-and once more with LOG_LEVEL=warning (no access log) to show what the production settings cost.
+peers' access logs are off, mnist-serve runs its production settings (access log and metrics on;
+what those cost against quiet settings is measured by `make bench`, bench/serve_bench.py).
 
 The load is `wrk -t1 -c8` posting samples/7.png, alternating A B A B A B (--rounds) so drift on a
 shared machine weighs on both sides. For KServe and LitServe both servers are up and each run
@@ -20,10 +20,8 @@ Results go to bench/peers_results.json; server logs to bench/.work/peers/.
 
 import argparse
 import base64
-import contextlib
 import fcntl
 import hashlib
-import http.client
 import importlib.metadata
 import json
 import os
@@ -31,28 +29,37 @@ import platform
 import re
 import shlex
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.parse
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from harness import (
+    CONNECTIONS,
+    DIGIT,
+    REPO,
+    Server,
+    ServerUnavailableError,
+    alternate,
+    failure_line,
+    free_port,
+    launch,
+    pair_result,
+    report,
+    serving,
+    stop_all,
+    stop_on_sigterm,
+    wrk,
+)
 from machine import describe_machine
 
-REPO = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO / "bench" / "peers"
 LOGS = REPO / "bench" / ".work" / "peers"
 WEIGHTS = REPO / "models" / "mnist" / "1" / "model.pt"
-DIGIT = REPO / "samples" / "7.png"
-EXPECTED_CLASS = 7
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-serve" / "peers"
 
 # The CPU build (no CUDA libraries to download): pip finds it where its config points (local wheels
@@ -87,38 +94,10 @@ TORCHSERVE_CONFIGS = {
 TORCHSERVE_BATCH_DELAY_MS = 5
 ASGI_WARMUP_S = 3
 TORCHSERVE_WARMUP_S = 10
-CONNECTIONS = 8
-READY_TIMEOUT_S = 120.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class PeerUnavailableError(RuntimeError):
-    """A peer could not be installed or started; the run goes on with the others."""
-
-
-class ServiceUnavailableError(RuntimeError):
-    """mnist-serve itself did not start or answer right: nothing to compare against."""
-
-
-@dataclass
-class Server:
-    """A server this script started, in its own process group, and how to load it."""
-
-    name: str
-    process: subprocess.Popen
-    url: str
-    content_type: str
-    body: Path
-    log: Path
-    peer: bool = True
-    answer: Callable[[Any], Any] = field(default=lambda reply: reply["class"])
-
-    def failure(self, reason: str) -> RuntimeError:
-        error = PeerUnavailableError if self.peer else ServiceUnavailableError
-        return error(f"{self.name}: {reason}")
-
-
-RUNNING: list[Server] = []
+    """A peer could not be installed; the run goes on with the others."""
 
 
 # --- installing the peers ----------------------------------------------------------------------
@@ -130,13 +109,6 @@ def run_logged(command: list[str], log: Path) -> bool:
         out.write(f"$ {shlex.join(command)}\n")
         out.flush()
         return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False).returncode == 0
-
-
-def failure_line(log: Path) -> str:
-    """The line of a log that best says what went wrong: pip's last ERROR, else the last line."""
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR")]
-    return (errors or lines or ["(empty log)"])[-1][:300]
 
 
 def ensure_venv(peer: str) -> Path:
@@ -194,131 +166,6 @@ def ensure_java() -> str:
     return match.group(0).split('"')[1]
 
 
-# --- processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def launch(command: list[str], log: Path, env: dict[str, str], cwd: Path = REPO) -> subprocess.Popen:
-    # A session of its own: Ctrl+C in the terminal reaches this script only, which then stops every
-    # server in order, and whatever a server forks stays in its process group for the final sweep.
-    with log.open("w") as out:
-        return subprocess.Popen(
-            command,
-            cwd=cwd,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def proc_stats() -> dict[int, list[str]]:
-    """Every process's /proc/<pid>/stat fields from the state on (the name may hold spaces)."""
-    stats = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stats[int(entry.name)] = (entry / "stat").read_text().rpartition(")")[2].split()
-    return stats
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds used so far by `root` and its descendants, reaped children included."""
-    stats = proc_stats()
-    children: dict[int, list[int]] = {}
-    for pid, fields in stats.items():
-        children.setdefault(int(fields[1]), []).append(pid)
-    ticks, pending = 0, [root]
-    while pending:
-        pid = pending.pop()
-        if pid in stats:
-            # utime, stime, cutime, cstime: fields 14-17 of stat, 11-14 after the name.
-            ticks += sum(int(value) for value in stats[pid][11:15])
-            pending.extend(children.get(pid, []))
-    return ticks / CLOCK_TICKS
-
-
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop(server: Server) -> None:
-    """SIGTERM to the server's whole process group, up to 20 s to exit gracefully, then SIGKILL."""
-    # The group, not just the process: `torchserve --foreground` exits on SIGTERM without passing it on
-    # to its JVM, and LitServe's workers are processes of their own. The group's id is the server's
-    # pid, which Linux does not hand out again while any member of the group lives.
-    group = server.process.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        server.process.wait(timeout=20)
-    while group_alive(group) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if group_alive(group):
-        os.killpg(group, signal.SIGKILL)
-    server.process.wait()
-    if server in RUNNING:
-        RUNNING.remove(server)
-
-
-@contextlib.contextmanager
-def serving(start: Callable[[], Server]) -> Iterator[Server]:
-    server = start()
-    RUNNING.append(server)
-    try:
-        wait_answers(server)
-        yield server
-    finally:
-        stop(server)
-
-
-def post(server: Server) -> Any:
-    """The server's JSON answer to one request; OSError until it listens and answers 200."""
-    url = urllib.parse.urlsplit(server.url)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-    try:
-        connection.request("POST", url.path, server.body.read_bytes(), {"Content-Type": server.content_type})
-        response = connection.getresponse()
-        if response.status != 200:
-            raise OSError(f"HTTP {response.status}")
-        return json.loads(response.read())
-    finally:
-        connection.close()
-
-
-def wait_answers(server: Server) -> None:
-    """Wait until the server answers the digit right, the one readiness check every server shares."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            code = server.process.returncode
-            raise server.failure(f"exited with {code} during start ({failure_line(server.log)}; log: {server.log})")
-        try:
-            reply = post(server)
-        except (OSError, ValueError):  # not listening yet, or 404/503 while the model loads
-            time.sleep(0.25)
-            continue
-        try:
-            predicted = server.answer(reply)
-        except (KeyError, IndexError, TypeError) as error:
-            raise server.failure(f"unexpected answer {str(reply)[:200]}") from error
-        if predicted != EXPECTED_CLASS:
-            raise server.failure(f"answers class {predicted} for {DIGIT.name}, not {EXPECTED_CLASS}")
-        return
-    raise server.failure(f"no right answer after {READY_TIMEOUT_S:.0f} s (log: {server.log})")
-
-
 # --- the servers -------------------------------------------------------------------------------
 
 
@@ -353,15 +200,12 @@ def make_workspace(folder: Path) -> Workspace:
     return Workspace(folder, multipart, f"multipart/form-data; boundary={boundary}", kserve_json, python_path)
 
 
-def start_mnist_serve(work: Workspace, quiet: bool) -> Server:
+def start_mnist_serve(work: Workspace) -> Server:
+    """`python -m app` with its production settings (the defaults: access log and metrics on)."""
     port = free_port()
-    name = "mnist-serve (access log off)" if quiet else "mnist-serve"
-    log = LOGS / ("mnist-serve-quiet.log" if quiet else "mnist-serve.log")
-    # Production settings are the defaults; warning level is the documented way to drop the access log.
-    env = {"HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "warning" if quiet else "info"}
-    process = launch([sys.executable, "-m", "app"], log, env)
-    url = f"http://127.0.0.1:{port}/predict"
-    return Server(name, process, url, work.multipart_type, work.multipart, log, peer=False)
+    log = LOGS / "mnist-serve.log"
+    process = launch([sys.executable, "-m", "app"], log, {"HOST": "127.0.0.1", "PORT": str(port)})
+    return Server("mnist-serve", process, f"http://127.0.0.1:{port}/predict", work.multipart_type, work.multipart, log)
 
 
 def peer_env(work: Workspace) -> dict[str, str]:
@@ -492,77 +336,10 @@ def start_torchserve(python: Path, work: Workspace, store: Path, workers: int, b
 # --- measuring ---------------------------------------------------------------------------------
 
 
-def wrk(server: Server, seconds: int) -> dict[str, Any]:
-    """One wrk run against `server`, with the CPU its process tree used meanwhile."""
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{CONNECTIONS}",
-        f"-d{seconds}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(PEERS_DIR / "post.lua"),
-        server.url,
-        "--",
-        server.content_type,
-        str(server.body),
-    ]
-    load = float(Path("/proc/loadavg").read_text().split()[0])
-    cpu_before, started = tree_cpu_seconds(server.process.pid), time.perf_counter()
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    wall = time.perf_counter() - started
-    cores = (tree_cpu_seconds(server.process.pid) - cpu_before) / wall
-    match = re.search(r"^WRK_JSON (.*)$", output, re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"wrk printed no statistics:\n{output}")
-    stats = json.loads(match.group(1))
-    failures = sum(stats.pop(key) for key in ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeouts"))
-    if failures:
-        raise server.failure(f"{failures} of {stats['requests']} requests failed under load")
-    return {**stats, "cores": round(cores, 3), "load1_before": load}
-
-
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    rps = statistics.mean(run["rps"] for run in runs)
-    cores = statistics.mean(run["cores"] for run in runs)
-    return {
-        "rps": round(rps, 1),
-        "p50_ms": round(statistics.median(run["p50_ms"] for run in runs), 3),
-        "p99_ms": round(statistics.median(run["p99_ms"] for run in runs), 3),
-        "cores": round(cores, 3),
-        "rps_per_core": round(rps / cores, 1),
-    }
-
-
-def pair_result(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> dict[str, Any]:
-    result = {"mnist_serve": summarise(ours), "peer": summarise(theirs)}
-    result["ratio"] = round(result["mnist_serve"]["rps"] / result["peer"]["rps"], 3)
-    result["ratio_per_core"] = round(result["mnist_serve"]["rps_per_core"] / result["peer"]["rps_per_core"], 3)
-    result["rounds"] = [{"mnist_serve": a, "peer": b} for a, b in zip(ours, theirs, strict=True)]
-    return result
-
-
-def report(label: str, run: dict[str, Any]) -> None:
-    print(
-        f"  {label:<34} {run['rps']:8.1f} req/s  p50 {run['p50_ms']:6.2f} ms  p99 {run['p99_ms']:6.2f} ms  "
-        f"cores {run['cores']:.2f}",
-        flush=True,
-    )
-
-
 def compare_side_by_side(start_peer: Callable[[], Server], work: Workspace, args: argparse.Namespace) -> dict:
     """mnist-serve and one peer both up, short warm-up each, then A B per round."""
-    with serving(lambda: start_mnist_serve(work, quiet=False)) as ours, serving(start_peer) as theirs:
-        wrk(ours, ASGI_WARMUP_S)
-        wrk(theirs, ASGI_WARMUP_S)
-        our_runs, their_runs = [], []
-        for _ in range(args.rounds):
-            our_runs.append(wrk(ours, args.seconds))
-            report(ours.name, our_runs[-1])
-            their_runs.append(wrk(theirs, args.seconds))
-            report(theirs.name, their_runs[-1])
-    return pair_result(our_runs, their_runs)
+    with serving(lambda: start_mnist_serve(work)) as ours, serving(start_peer) as theirs:
+        return alternate(ours, theirs, args.rounds, args.seconds, ASGI_WARMUP_S)
 
 
 def measure_alone(start: Callable[[], Server], args: argparse.Namespace) -> dict[str, Any]:
@@ -581,7 +358,7 @@ def compare_torchserve(python: Path, work: Workspace, args: argparse.Namespace) 
     for _ in range(args.rounds):
         for config, settings in TORCHSERVE_CONFIGS.items():
             ours, theirs = runs[config]
-            ours.append(measure_alone(lambda: start_mnist_serve(work, quiet=False), args))
+            ours.append(measure_alone(lambda: start_mnist_serve(work), args))
             theirs.append(
                 measure_alone(lambda settings=settings: start_torchserve(python, work, store, **settings), args)
             )
@@ -610,12 +387,10 @@ HEADER = (
 def print_tables(results: dict[str, Any]) -> None:
     peers = results["peers"]
     side_by_side = [name for name in ("kserve", "litserve") if name in peers]
-    if side_by_side or "quiet" in results:
+    if side_by_side:
         print("\n" + HEADER.format(peer="peer", short="peer"))
         for name in side_by_side:
             print(row(PEER_TITLES[name].format(**peers[name]["versions"]), peers[name]))
-        if "quiet" in results:
-            print(row("mnist-serve, access log off (LOG_LEVEL=warning)", results["quiet"]))
     if "torchserve" in peers:
         print("\n" + HEADER.format(peer="TorchServe config", short="TorchServe"))
         for config, result in peers["torchserve"]["configs"].items():
@@ -630,12 +405,6 @@ def print_tables(results: dict[str, Any]) -> None:
         ratio = compared["ratio_per_core"]
         verdict = "met" if ratio >= target else f"short by {target - ratio:.2f}"
         print(f"target: /predict >= {target}x the req/s per server core of {title}: {ratio:.2f}x, {verdict}")
-    if "quiet" in results:
-        quiet = results["quiet"]
-        print(
-            f"target: production settings cost <= 10 % against the access log off: {1 - quiet['ratio']:.1%} of "
-            f"the req/s, {1 - quiet['ratio_per_core']:.1%} of the req/s per server core"
-        )
     for reason in results["failures"].values():
         print(f"not measured: {reason}")
 
@@ -662,11 +431,6 @@ def own_versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in ("mnist-serve", "torch", "fastapi", "uvicorn")}
 
 
-def interrupt(signum: int, frame: object) -> None:
-    # SIGTERM as Ctrl+C: unwinds through the `finally` blocks that stop the servers.
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", nargs="+", choices=list(PEER_PACKAGES), default=list(PEER_PACKAGES))
@@ -679,7 +443,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (scripts/system-deps.sh wrk, or apt-get install wrk)", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, interrupt)
+    stop_on_sigterm()
     LOGS.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "date": date.today().isoformat(),
@@ -703,25 +467,21 @@ def main() -> int:
                 print(f"== {name}", flush=True)
                 try:
                     results["peers"][name] = run_peer(name, work, args)
-                except PeerUnavailableError as error:
+                except (PeerUnavailableError, ServerUnavailableError) as error:
+                    if "mnist-serve" in str(error).split(":")[0]:
+                        raise
                     print(f"SKIPPED {error}", flush=True)
                     results["failures"][name] = str(error)
-            print("== mnist-serve with its access log off", flush=True)
-            quiet = compare_side_by_side(lambda: start_mnist_serve(work, quiet=True), work, args)
-            results["quiet"] = {"peer_is": "mnist-serve with LOG_LEVEL=warning (access log off)", **quiet}
-        except ServiceUnavailableError as error:
+        except ServerUnavailableError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("interrupted: stopping the servers", file=sys.stderr)
             return 130
         finally:
-            # Each server stops as its `serving` block ends; what is left here is a server whose stop a
-            # second Ctrl+C cut short. This sweep finishes whatever else arrives.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            for server in list(RUNNING):
-                stop(server)
+            # Each server stops as its `serving` block ends; this sweep finishes one whose stop a
+            # second Ctrl+C cut short.
+            stop_all()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_tables(results)
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")

@@ -1,126 +1,160 @@
-"""Serving benchmark: the real /predict against a bare endpoint of the same stack, in one run.
+"""Serving benchmark (`make bench`): the real service against a bare endpoint of the same server, in one run.
 
-For each worker count, the service (`python -m app`, production settings: access log on) and the
-bare app (`bench/bare_app.py`: same uvicorn, same workers, reads the same upload, answers constant
-JSON) run side by side and are loaded by wrk in turns, A B A B ..., so drift on a shared machine
-weighs on both. Then: /predict/batch with 64 images, time from process start to /readyz, and peak
-RSS per worker. Results go to bench/results.json.
+- /predict (`python -m app`, production settings: access log and metrics on) against the bare app
+  (bench/bare_app.py: the same production server and settings, FastAPI reading the same upload
+  and answering constant JSON), for 1 and 2 workers;
+- the cost of the production settings: /predict against the same service with LOG_LEVEL=warning
+  (no access log);
+- batches of 64 digits: /predict/batch with 64 PNGs, and V2 infer with FP32 [64, 784] in Triton's
+  binary tensor format, in images per second against single /predict;
+- time from process start to the first right answer, and peak memory per worker.
+
+wrk -t1 -c8 loads one server at a time, in turns A B A B ..., so drift on a shared machine weighs
+on every side; each run also records the CPU the server's process tree used. Results go to
+bench/results.json.
 """
 
 import argparse
 import json
-import os
 import re
+import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+from harness import (
+    REPO,
+    Server,
+    ServerUnavailableError,
+    free_port,
+    launch,
+    pair_result,
+    report,
+    serving,
+    stop_all,
+    stop_on_sigterm,
+    summarise,
+    wrk,
+)
 from machine import describe_machine
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "bench" / ".work"
-LUA = REPO / "bench" / "multipart.lua"
-DIGIT = REPO / "samples" / "7.png"
+BATCH = 64
+SAMPLES = [REPO / "samples" / f"{digit}.png" for digit in range(10)]
+BOUNDARY = "mnist-serve-bench-boundary"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@dataclass(frozen=True)
+class Bodies:
+    """The request bodies, written once: one PNG, 64 PNGs, and the same 64 digits as V2 tensors."""
+
+    single: Path
+    batch: Path
+    v2: Path
+    v2_header_length: int
+    multipart_type: str = f"multipart/form-data; boundary={BOUNDARY}"
 
 
-def wait_ready(port: int, process: subprocess.Popen, timeout: float = 60.0) -> float:
-    """Seconds until /readyz answers 200, polling every 5 ms."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"server on port {port} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return time.perf_counter() - started
-        except OSError:
-            time.sleep(0.005)
-    raise RuntimeError(f"server on port {port} not ready after {timeout} s")
-
-
-def start_service(port: int, workers: int, log_name: str) -> subprocess.Popen:
-    env = {**os.environ, "PORT": str(port), "WORKERS": str(workers)}
-    log = (WORK / log_name).open("w")
-    return subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=log)
-
-
-def start_bare(port: int, workers: int) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.bare_app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--no-server-header",
+def multipart(field: str, files: list[Path]) -> bytes:
+    parts = [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{path.name}"\r\n'
+        "Content-Type: image/png\r\n\r\n".encode()
+        + path.read_bytes()
+        + b"\r\n"
+        for path in files
     ]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def write_bodies(folder: Path) -> Bodies:
+    folder.mkdir(parents=True, exist_ok=True)
+    digits = [SAMPLES[index % 10] for index in range(BATCH)]
+    single, batch, v2 = folder / "single.body", folder / "batch.body", folder / "v2.body"
+    single.write_bytes(multipart("file", [SAMPLES[7]]))
+    batch.write_bytes(multipart("files", digits))
+    pixels = np.stack([np.asarray(Image.open(path), dtype=np.uint8) for path in digits])
+    tensor = (pixels.reshape(BATCH, -1) / np.float32(255)).astype("<f4")
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": list(tensor.shape),
+                    "parameters": {"binary_data_size": tensor.nbytes},
+                }
+            ],
+            "outputs": [{"name": "label", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    v2.write_bytes(header + tensor.tobytes())
+    return Bodies(single, batch, v2, len(header))
 
 
-def wrk(url: str, field: str, files: list[Path], seconds: int, connections: int) -> dict:
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "-s",
-        str(LUA),
-        url,
-        "--",
-        field,
-        *(str(path) for path in files),
-    ]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    match = re.search(r"^WRK_JSON (.*)$", output, re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"wrk printed no statistics:\n{output}")
-    stats = json.loads(match.group(1))
-    failures = stats["non_2xx"] + stats["connect_errors"] + stats["read_errors"] + stats["write_errors"]
-    if failures or stats["timeouts"]:
-        raise RuntimeError(f"{url}: {failures} failed requests and {stats['timeouts']} timeouts")
-    return stats
+def start(command: list[str], name: str, bodies: Bodies, environment: dict[str, str]) -> Server:
+    port = free_port()
+    log = WORK / f"{name.replace(' ', '-')}.log"
+    process = launch(command, log, {"HOST": "127.0.0.1", "PORT": str(port), **environment})
+    url = f"http://127.0.0.1:{port}/predict"
+    return Server(name, process, url, bodies.multipart_type, bodies.single, log)
 
 
-def worker_pids(process: subprocess.Popen, workers: int) -> list[int]:
+def service(bodies: Bodies, workers: int, name: str = "/predict", **environment: str) -> Callable[[], Server]:
+    return lambda: start([sys.executable, "-m", "app"], name, bodies, {"WORKERS": str(workers), **environment})
+
+
+def bare(bodies: Bodies, workers: int) -> Callable[[], Server]:
+    command = [sys.executable, "-m", "bench.bare_app"]
+    return lambda: replace(
+        start(command, "bare endpoint", bodies, {"WORKERS": str(workers), "LOG_LEVEL": "warning"}), answer=None
+    )
+
+
+def batch_routes(server: Server, bodies: Bodies) -> tuple[Server, Server]:
+    """The same running service, loaded with 64 PNGs on /predict/batch and 64 tensors on V2 infer."""
+    base = server.url.removesuffix("/predict")
+    batch = replace(server, name="/predict/batch x64", url=f"{base}/predict/batch", body=bodies.batch, answer=None)
+    v2 = replace(
+        server,
+        name="V2 infer binary x64",
+        url=f"{base}/v2/models/mnist/infer",
+        content_type="application/octet-stream",
+        body=bodies.v2,
+        header=("Inference-Header-Content-Length", str(bodies.v2_header_length)),
+        answer=None,
+    )
+    return batch, v2
+
+
+def rounds_of(servers: list[Server], args: argparse.Namespace) -> list[list[dict[str, Any]]]:
+    """Each server's runs, taking turns: A B C A B C ..., after a short warm-up of each."""
+    for server in servers:
+        wrk(server, 2)
+    runs: list[list[dict[str, Any]]] = [[] for _ in servers]
+    for _ in range(args.rounds):
+        for server, server_runs in zip(servers, runs, strict=True):
+            server_runs.append(wrk(server, args.seconds))
+            report(server.name, server_runs[-1])
+    return runs
+
+
+def worker_pids(server: Server, workers: int) -> list[int]:
     if workers == 1:
-        return [process.pid]
-    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    return [
-        int(pid)
-        for pid in children
-        if "multiprocessing" not in Path(f"/proc/{pid}/cmdline").read_text()
-        or "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
-    ]
+        return [server.process.pid]
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    return [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -128,19 +162,10 @@ def peak_rss_mib(pid: int) -> float:
     return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) / 1024
 
 
-def summarise(runs: list[dict]) -> dict:
-    return {
-        "rps": round(statistics.mean(run["rps"] for run in runs), 1),
-        "p50_ms": round(statistics.median(run["p50_ms"] for run in runs), 3),
-        "p99_ms": round(statistics.median(run["p99_ms"] for run in runs), 3),
-        "rounds_rps": [run["rps"] for run in runs],
-    }
-
-
-def mean_seconds(port: int, name: str, labels: dict[str, str]) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+def mean_seconds(server: Server, name: str, labels: dict[str, str]) -> float:
+    with urllib.request.urlopen(server.url.replace("/predict", "/metrics")) as response:  # noqa: S310 (http://127.0.0.1)
         text = response.read().decode()
-    values = {}
+    values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in (f"{name}_sum", f"{name}_count") and labels.items() <= sample.labels.items():
@@ -148,61 +173,45 @@ def mean_seconds(port: int, name: str, labels: dict[str, str]) -> float:
     return values[f"{name}_sum"] / values[f"{name}_count"]
 
 
-def compare(workers: int, args: argparse.Namespace) -> dict:
-    service_port, bare_port = free_port(), free_port()
-    service = start_service(service_port, workers, f"service-{workers}-workers.log")
-    bare = start_bare(bare_port, workers)
-    try:
-        wait_ready(service_port, service)
-        wait_ready(bare_port, bare)
-        predict_runs, bare_runs = [], []
-        for _ in range(args.rounds):
-            predict_runs.append(
-                wrk(f"http://127.0.0.1:{service_port}/predict", "file", [DIGIT], args.seconds, args.connections)
-            )
-            bare_runs.append(
-                wrk(f"http://127.0.0.1:{bare_port}/predict", "file", [DIGIT], args.seconds, args.connections)
-            )
-        result = {"predict": summarise(predict_runs), "bare": summarise(bare_runs)}
-        result["ratio"] = round(result["predict"]["rps"] / result["bare"]["rps"], 3)
-        result["peak_rss_mib_per_worker"] = [round(peak_rss_mib(pid), 1) for pid in worker_pids(service, workers)]
+def compare_workers(bodies: Bodies, workers: int, args: argparse.Namespace) -> dict[str, Any]:
+    with ExitStack() as stack:
+        ours = stack.enter_context(serving(service(bodies, workers)))
+        floor = stack.enter_context(serving(bare(bodies, workers)))
+        servers = [ours, floor, *(batch_routes(ours, bodies) if workers == 1 else ())]
+        runs = rounds_of(servers, args)
+        result = pair_result(runs[0], runs[1])
+        result["peak_rss_mib_per_worker"] = [round(peak_rss_mib(pid), 1) for pid in worker_pids(ours, workers)]
         if workers == 1:
-            result["model_call_ms"] = round(
-                1000 * mean_seconds(service_port, "mnist_inference_duration_seconds", {}), 4
-            )
-            result["request_ms"] = round(
-                1000
-                * mean_seconds(
-                    service_port, "mnist_http_request_duration_seconds", {"route": "/predict", "status": "200"}
-                ),
-                4,
-            )
-            batch = wrk(
-                f"http://127.0.0.1:{service_port}/predict/batch", "files", [DIGIT] * 64, args.seconds, args.connections
-            )
-            result["batch64"] = {
-                "images_per_s": round(batch["rps"] * 64, 1),
-                "p99_ms": batch["p99_ms"],
-                "vs_single_predict": round(batch["rps"] * 64 / result["predict"]["rps"], 2),
-            }
+            single = result["mnist_serve"]["rps"]
+            batch, v2 = (summarise(server_runs) for server_runs in runs[2:])
+            for summary in (batch, v2):
+                summary["images_per_s"] = round(summary["rps"] * BATCH, 1)
+                summary["vs_single_predict"] = round(summary["images_per_s"] / single, 2)
+            v2["vs_batch"] = round(v2["images_per_s"] / batch["images_per_s"], 2)
+            result["batch64"], result["v2_binary64"] = batch, v2
+            result["model_call_us"] = round(1e6 * mean_seconds(ours, "mnist_inference_duration_seconds", {}), 1)
+            labels = {"route": "/predict", "status": "200"}
+            result["request_us"] = round(1e6 * mean_seconds(ours, "mnist_http_request_duration_seconds", labels), 1)
         return result
-    finally:
-        stop(service)
-        stop(bare)
 
 
-def time_to_ready(repeats: int) -> dict:
+def production_cost(bodies: Bodies, args: argparse.Namespace) -> dict[str, Any]:
+    """The service with its production settings (A) against the same with LOG_LEVEL=warning (B)."""
+    with ExitStack() as stack:
+        production = stack.enter_context(serving(service(bodies, 1)))
+        quiet = stack.enter_context(serving(service(bodies, 1, "/predict, LOG_LEVEL=warning", LOG_LEVEL="warning")))
+        runs = rounds_of([production, quiet], args)
+        return pair_result(*runs)
+
+
+def time_to_ready(bodies: Bodies, repeats: int) -> dict[str, float]:
     ready, imports = [], []
     for _ in range(repeats):
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import torch, fastapi"], check=True)
         imports.append(time.perf_counter() - started)
-        port = free_port()
-        service = start_service(port, 1, "time-to-ready.log")
-        try:
-            ready.append(wait_ready(port, service))
-        finally:
-            stop(service)
+        with serving(service(bodies, 1)) as server:
+            ready.append(server.ready_seconds)
     result = {
         "ready_s": round(statistics.median(ready), 3),
         "import_torch_fastapi_s": round(statistics.median(imports), 3),
@@ -211,54 +220,79 @@ def time_to_ready(repeats: int) -> dict:
     return result
 
 
-def main() -> None:
+@contextmanager
+def stopping_servers() -> Iterator[None]:
+    stop_on_sigterm()
+    try:
+        yield
+    finally:
+        stop_all()
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per worker count")
-    parser.add_argument("--connections", type=int, default=8, help="concurrent connections")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each measured wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="turns per comparison")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
-    WORK.mkdir(parents=True, exist_ok=True)
-
-    results = {
+        print("error: wrk is not installed (scripts/system-deps.sh wrk, or apt-get install wrk)", file=sys.stderr)
+        return 1
+    bodies = write_bodies(WORK / "bodies")
+    results: dict[str, Any] = {
         "date": date.today().isoformat(),
         "machine": describe_machine(),
-        "command": "make bench",
-        "load": f"wrk -t1 -c{args.connections}, {args.rounds} rounds of {args.seconds} s each, A/B alternating",
+        "command": shlex.join(["python", "bench/serve_bench.py", *sys.argv[1:]]),
+        "load": f"wrk -t1 -c8, {args.rounds} rounds of {args.seconds} s, servers taking turns",
         "workers": {},
     }
-    for workers in args.workers:
-        results["workers"][str(workers)] = compare(workers, args)
-        print(f"{workers} worker(s): {json.dumps(results['workers'][str(workers)])}", flush=True)
-    results["time_to_ready"] = time_to_ready(repeats=5)
-    print(f"time to ready: {json.dumps(results['time_to_ready'])}")
+    try:
+        with stopping_servers():
+            for workers in args.workers:
+                print(f"== {workers} worker(s)", flush=True)
+                results["workers"][str(workers)] = compare_workers(bodies, workers, args)
+            print("== production settings against LOG_LEVEL=warning", flush=True)
+            results["production_cost"] = production_cost(bodies, args)
+            results["time_to_ready"] = time_to_ready(bodies, repeats=5)
+    except ServerUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the servers are stopped", file=sys.stderr)
+        return 130
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
+    return 0
 
 
-def print_table(results: dict) -> None:
-    print("\n| workers | /predict req/s | p50 ms | p99 ms | bare req/s | ratio | peak RSS/worker MiB |")
-    print("|---|---|---|---|---|---|---|")
+def print_table(results: dict[str, Any]) -> None:
+    print(
+        "\n| workers | /predict req/s | p50 ms | p99 ms | bare endpoint req/s | /predict ÷ bare | peak RSS/worker MiB |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for workers, run in results["workers"].items():
+        ours, floor = run["mnist_serve"], run["peer"]
+        rss = ", ".join(f"{value:.0f}" for value in run["peak_rss_mib_per_worker"])
         print(
-            f"| {workers} | {run['predict']['rps']:.0f} | {run['predict']['p50_ms']:.2f} | "
-            f"{run['predict']['p99_ms']:.2f} | {run['bare']['rps']:.0f} | {run['ratio']:.2f} | "
-            f"{', '.join(f'{rss:.0f}' for rss in run['peak_rss_mib_per_worker'])} |"
+            f"| {workers} | {ours['rps']:,.0f} | {ours['p50_ms']:.2f} | {ours['p99_ms']:.2f} | {floor['rps']:,.0f} | "
+            f"{run['ratio']:.2f} | {rss} |"
         )
     one = results["workers"].get("1")
     if one:
+        batch, v2 = one["batch64"], one["v2_binary64"]
         print(
-            f"\n/predict/batch x64: {one['batch64']['images_per_s']:.0f} images/s, "
-            f"{one['batch64']['vs_single_predict']:.1f}x single /predict"
+            f"\n/predict/batch x64: {batch['images_per_s']:,.0f} images/s, {batch['vs_single_predict']:.1f}x single "
+            f"/predict (p99 {batch['p99_ms']:.1f} ms)\nV2 binary x64: {v2['images_per_s']:,.0f} images/s, "
+            f"{v2['vs_batch']:.1f}x /predict/batch, {v2['vs_single_predict']:.1f}x single /predict"
         )
-        print(
-            f"model call {one['model_call_ms'] * 1000:.0f} us of a {one['request_ms'] * 1000:.0f} us request "
-            "(server-side mean)"
-        )
+        print(f"model call {one['model_call_us']:.0f} us of a {one['request_us']:.0f} us request (server-side mean)")
+    cost = results["production_cost"]
+    print(
+        f"production settings (access log on) against LOG_LEVEL=warning: {cost['ratio']:.2f} of the req/s, "
+        f"{cost['ratio_per_core']:.2f} per server core"
+    )
     ready = results["time_to_ready"]
     print(
         f"time to ready {ready['ready_s']:.2f} s vs import torch, fastapi {ready['import_torch_fastapi_s']:.2f} s "
@@ -267,4 +301,4 @@ def print_table(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

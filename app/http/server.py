@@ -1,5 +1,8 @@
 """The production HTTP server: uvicorn (httptools, uvloop) with the limits that only a server can set.
 
+With several workers the metrics go through prometheus-client's multiprocess mode, and a worker
+that fails to start (bad weights, say) stops the whole server with a non-zero exit.
+
 A client that trickles its request headers never reaches the application, so the application
 cannot time it out; uvicorn has no header timeout of its own (only keep-alive, between
 requests). GuardedHttpToolsProtocol adds the two defences nginx and Apache ship against
@@ -12,14 +15,20 @@ it can hold a file descriptor for long.
 import asyncio
 import functools
 import logging
+import os
 import resource
+import shutil
+import tempfile
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 from app.observability import metrics
+from app.observability.metrics import MULTIPROCESS_ENV
 from app.settings import Settings
 
 logger = logging.getLogger("mnist.server")
@@ -130,3 +139,24 @@ def raise_descriptor_limit(max_connections: int) -> None:
             max_connections,
             wanted,
         )
+
+
+def run(settings: Settings, app: str = "app.main:app") -> int:
+    """Serve `app` until a signal stops it: its exit status (3 if a worker failed to start)."""
+    raise_descriptor_limit(settings.max_connections)
+    config = uvicorn_config(settings, app)
+    if settings.workers == 1:
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE
+    owns_metrics_dir = MULTIPROCESS_ENV not in os.environ
+    if owns_metrics_dir:
+        os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="mnist-serve-metrics-")
+    try:
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+        failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
+        return STARTUP_FAILURE if failed else 0
+    finally:
+        if owns_metrics_dir:
+            shutil.rmtree(os.environ[MULTIPROCESS_ENV], ignore_errors=True)

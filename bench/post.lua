@@ -1,12 +1,16 @@
 -- wrk script: POST one prepared request body, then report JSON statistics.
--- usage: wrk -s bench/peers/post.lua URL -- CONTENT_TYPE BODY_FILE
--- peers_bench.py writes the bodies (multipart, KServe V1 JSON), so every server is loaded by the same script.
+-- usage: wrk -s bench/post.lua URL -- CONTENT_TYPE BODY_FILE [HEADER_NAME HEADER_VALUE]
+-- The benchmarks write the bodies (multipart, KServe V1 JSON, V2 binary tensors), so every server
+-- is loaded by the same script.
 function init(args)
   local handle = assert(io.open(args[2], "rb"))
   wrk.body = handle:read("*a")
   handle:close()
   wrk.method = "POST"
   wrk.headers["Content-Type"] = args[1]
+  if args[3] then
+    wrk.headers[args[3]] = args[4]
+  end
 end
 
 function done(summary, latency, requests)
