@@ -30,7 +30,7 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-train:  ## retrain into models/ (ARGS="--data-dir ../shared/datasets --no-download" offline)
+train:  ## train a new version: models/mnist-reference/<next> (ARGS="--recipe robust" for models/mnist/<next>)
 	@$(SETUP) train dev
 	$(BIN)/python -m training $(ARGS)
 

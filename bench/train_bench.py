@@ -17,7 +17,6 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from mnist_core.contract import pixels_to_input
 from mnist_core.network import NeuralNetwork
 from training.data import load_mnist
 from training.evaluate import evaluate
@@ -49,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     config = TrainConfig(epochs=args.epochs)
     train_split, test_split = load_mnist(args.data_dir, download=False)
-    test_inputs = pixels_to_input(test_split.images)
+    test_inputs = test_split.inputs()
 
     # The in-memory loop runs before and after the classic one, so drift on a shared machine
     # weighs on both sides; its time is the mean of the two runs.

@@ -1,3 +1,4 @@
+import json
 import os
 import socket
 import threading
@@ -17,6 +18,8 @@ from torchvision import transforms
 from app.http.server import uvicorn_config
 from app.main import create_app
 from app.settings import Settings
+from mnist_core.contract import network_inputs
+from mnist_core.files import metadata_path_for
 from mnist_core.network import NeuralNetwork
 from tests.helpers import REPO_ROOT, synthetic_digits, write_idx_images, write_idx_labels
 
@@ -61,7 +64,7 @@ def client():
 
 @pytest.fixture(scope="session")
 def reference_model() -> NeuralNetwork:
-    """The shipped weights in a plain network, loaded without any of the service's code."""
+    """The default model's shipped weights in a plain network, loaded without any of the service's code."""
     model = NeuralNetwork()
     model.load_state_dict(torch.load(SHIPPED_WEIGHTS, weights_only=True))
     return model.eval()
@@ -69,10 +72,12 @@ def reference_model() -> NeuralNetwork:
 
 @torch.inference_mode()
 def reference_probabilities(model: NeuralNetwork, images: torch.Tensor) -> np.ndarray:
-    """Softmax scores for uint8 dataset images (N, 28, 28), prepared as torchvision's ToTensor does."""
+    """Softmax scores for uint8 dataset images (N, 28, 28), prepared as torchvision's ToTensor does,
+    then by the steps the default model's metadata records (its deskew)."""
     to_tensor = transforms.ToTensor()
     inputs = torch.stack([to_tensor(image.numpy()).reshape(-1) for image in images])
-    return torch.softmax(model(inputs), dim=1).numpy()
+    contract = json.loads(metadata_path_for(SHIPPED_WEIGHTS).read_text())["input_contract"]
+    return torch.softmax(model(torch.from_numpy(network_inputs(inputs.numpy(), contract))), dim=1).numpy()
 
 
 @contextmanager

@@ -86,3 +86,33 @@ def multipart_body(fields: list[tuple[str, str, bytes]], boundary: str = "mnist-
             + b"\r\n"
         )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def pen_digit(digit: int, pen_width: int, size: int = 280, ink: int = 0, paper: int = 255) -> Image.Image:
+    """The strokes of `drawn_digit` drawn with a pen of any width: 1 px is a fine pen, 60 px a fat marker."""
+    image = Image.new("L", (size, size), paper)
+    draw = ImageDraw.Draw(image)
+    s = size / 280
+    if digit == 1:
+        draw.line([(140 * s, 45 * s), (140 * s, 235 * s)], fill=ink, width=pen_width, joint="curve")
+    elif digit == 7:
+        draw.line([(85 * s, 60 * s), (195 * s, 60 * s), (125 * s, 235 * s)], fill=ink, width=pen_width, joint="curve")
+    else:
+        raise ValueError(f"no pen drawing for {digit}")
+    return image
+
+
+def shaded_photo(pixels: np.ndarray, size: tuple[int, int] = (640, 480), seed: int = 0) -> bytes:
+    """A 28x28 white-on-black digit as a phone photo of it in dark ink on paper: lit from one side
+    (brightness falling from about 230 to 110 across the page), paper grain, JPEG at quality 70."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    light = np.linspace(230, 110, width, dtype=np.float32)[None, :] * np.ones((height, 1), dtype=np.float32)
+    paper = light + rng.normal(0, 6, (height, width)).astype(np.float32)
+    side = height // 2
+    digit = np.asarray(Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32)
+    top, left = height // 4, width // 3
+    coverage = np.zeros((height, width), dtype=np.float32)
+    coverage[top : top + side, left : left + side] = digit / 255
+    photo = paper * (1 - 0.75 * coverage)
+    return encode(Image.fromarray(np.clip(np.rint(photo), 0, 255).astype(np.uint8)), "JPEG", quality=70)

@@ -1,5 +1,6 @@
 """The training package on a tiny generated dataset: loading, the loop, determinism, outputs."""
 
+import dataclasses
 import json
 import struct
 from pathlib import Path
@@ -8,12 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_core.contract import pixels_to_input
+from mnist_core.contract import CONTRACT_DESCRIPTION, DESKEW
 from mnist_core.files import file_sha256
 from mnist_core.network import NeuralNetwork
+from tests.helpers import REPO_ROOT
+from training import cli, plots
+from training.augment import AugmentConfig, augment
 from training.cli import main as training_main
 from training.data import DatasetError, expected_files, load_mnist, raw_folder
+from training.recipes import RECIPES, ROBUST
 from training.train import TrainConfig, train
+from training.versions import next_version_folder
 
 
 class ReferenceNeuralNetwork(nn.Module):
@@ -76,14 +82,19 @@ def test_cli_writes_every_output_and_they_round_trip(tiny_mnist: Path, tmp_path:
     ]  # and no temporary files left behind
     metadata = json.loads((out / "model.json").read_text())
     assert metadata["weights"]["sha256"] == file_sha256(out / "model.pt")
+    assert metadata["recipe"] == "reference"
     assert metadata["hyperparameters"] == {
         "optimizer": "Adam",
         "learning_rate": 0.001,
+        "lr_schedule": "constant",
         "batch_size": 64,
         "epochs": 2,
         "loss": "cross-entropy",
         "shuffle": "reshuffled every epoch",
     }
+    assert metadata["augmentation"] is None
+    assert metadata["input_contract"] == CONTRACT_DESCRIPTION  # no steps: the network reads pixels / 255
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "models"]  # no staging folder beside it
     assert [epoch["epoch"] for epoch in metadata["epochs"]] == [1, 2]
     assert sum(map(sum, metadata["test"]["confusion_matrix"])) == 128
     assert metadata["architecture"]["state_dict_keys"] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
@@ -93,7 +104,7 @@ def test_cli_writes_every_output_and_they_round_trip(tiny_mnist: Path, tmp_path:
     reference.load_state_dict(state_dict)  # strict: same keys, same shapes
     ours = NeuralNetwork()
     ours.load_state_dict(state_dict)
-    inputs = pixels_to_input(load_mnist(tiny_mnist, download=False)[1].images)
+    inputs = load_mnist(tiny_mnist, download=False)[1].inputs()
     assert torch.equal(reference(inputs), ours(inputs))
     assert f"{metadata['test']['accuracy']:.2f}" in printed
 
@@ -129,14 +140,21 @@ def test_damaged_idx_file_gives_a_clear_error(tiny_mnist: Path, capsys, damage, 
     assert "Traceback" not in error
 
 
-def test_help_documents_every_option(capsys):
+def test_help_documents_every_option_and_each_default_once(capsys):
     with pytest.raises(SystemExit):
         training_main(["--help"])
-    help_text = capsys.readouterr().out
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default: torch's own choice)" in help_text
+    assert "(default: None)" not in help_text
+    assert "(default: False)" not in help_text
     for option in (
+        "--recipe",
         "--data-dir",
         "--no-download",
+        "--repository",
+        "--model",
         "--out",
+        "--force",
         "--epochs",
         "--batch-size",
         "--lr",
@@ -153,3 +171,125 @@ def test_help_documents_every_option(capsys):
 def test_asking_for_cuda_without_it_is_a_one_line_error(tiny_mnist: Path, capsys):
     assert training_main(["--data-dir", str(tiny_mnist), "--no-download", "--device", "cuda", "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == "error: device 'cuda' requested but CUDA is not available on this machine"
+
+
+def _train_args(data: Path, *more: str) -> list[str]:
+    return ["--data-dir", str(data), "--no-download", "--epochs", "1", "--quiet", *more]
+
+
+def test_data_is_looked_for_where_make_train_downloads_it():
+    assert cli.DEFAULT_DATA_DIR == REPO_ROOT / "dataset"
+    assert cli.DEFAULT_MODEL_REPOSITORY == REPO_ROOT / "models"
+
+
+def test_a_missing_dataset_is_one_line_with_a_true_hint(tmp_path: Path, capsys):
+    assert training_main(["--data-dir", str(tmp_path), "--no-download", "--quiet"]) == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1
+    assert "drop --no-download to fetch them there, or give --data-dir a folder that holds MNIST/raw/" in message
+
+
+def test_each_run_publishes_the_next_version_of_the_recipes_model(tiny_mnist: Path, tmp_path: Path, capsys):
+    repository = tmp_path / "repository"
+    (repository / "mnist-reference" / "7").mkdir(parents=True)  # versions need not be consecutive
+    (repository / "mnist-reference" / ".staging-old").mkdir()  # a crashed writer's leftovers: not a version
+    for _ in range(2):
+        assert training_main(_train_args(tiny_mnist, "--repository", str(repository))) == 0
+    assert sorted(path.name for path in (repository / "mnist-reference").iterdir()) == [".staging-old", "7", "8", "9"]
+    assert (repository / "mnist-reference" / "9" / "model.pt").is_file()
+    assert f"wrote {repository / 'mnist-reference' / '9'}/" in capsys.readouterr().out
+    assert next_version_folder(repository, "mnist") == repository / "mnist" / "1"
+
+
+def test_an_existing_version_folder_is_refused_before_training(tiny_mnist: Path, tmp_path: Path, capsys, monkeypatch):
+    version = tmp_path / "mnist" / "3"
+    version.mkdir(parents=True)
+    (version / "model.pt").write_bytes(b"the version being served")
+    monkeypatch.setattr(cli, "train", lambda *args, **kwargs: pytest.fail("trained before checking --out"))
+    assert training_main(_train_args(tiny_mnist, "--out", str(version))) == 2
+    assert capsys.readouterr().err == f"error: {version} already exists; pass --force to replace it\n"
+    assert (version / "model.pt").read_bytes() == b"the version being served"
+
+
+def test_force_replaces_a_version_folder_whole_and_nothing_else(tiny_mnist: Path, tmp_path: Path, capsys):
+    version = tmp_path / "mnist" / "3"
+    version.mkdir(parents=True)
+    (version / "model.pt").write_bytes(b"old weights")
+    (version / "notes.txt").write_text("only in the old version")
+    assert training_main(_train_args(tiny_mnist, "--out", str(version), "--force")) == 0
+    assert sorted(path.name for path in version.iterdir()) == [
+        "confusion.png",
+        "model.json",
+        "model.pt",
+        "predictions.png",
+        "training_curve.png",
+    ]
+    assert json.loads((version / "model.json").read_text())["weights"]["sha256"] == file_sha256(version / "model.pt")
+    assert [path.name for path in version.parent.iterdir()] == ["3"]  # no staging or old copy left
+
+    not_a_version = tmp_path / "documents"
+    not_a_version.mkdir()
+    assert training_main(_train_args(tiny_mnist, "--out", str(not_a_version), "--force")) == 2
+    assert "is not a model version folder" in capsys.readouterr().err
+
+
+def test_the_version_folder_appears_only_when_complete(tiny_mnist: Path, tmp_path: Path, monkeypatch):
+    """Every file is written into a hidden sibling first; the version's name appears in one rename."""
+    version = tmp_path / "mnist" / "1"
+    seen = []
+    save_figure = plots.save_figure
+
+    def watching_save_figure(figure, path: Path) -> None:
+        seen.append((path.parent.name, version.exists()))
+        save_figure(figure, path)
+
+    monkeypatch.setattr(plots, "save_figure", watching_save_figure)
+    assert training_main(_train_args(tiny_mnist, "--out", str(version))) == 0
+    assert len(seen) == 3
+    assert all(folder.startswith(".") and not visible for folder, visible in seen)
+    assert (version / "training_curve.png").is_file()
+
+
+def test_robust_recipe_records_its_augmentation_contract_and_schedule(tiny_mnist: Path, tmp_path: Path):
+    out = tmp_path / "robust"
+    assert training_main(_train_args(tiny_mnist, "--recipe", "robust", "--out", str(out))) == 0
+    metadata = json.loads((out / "model.json").read_text())
+    assert metadata["recipe"] == "robust"
+    assert metadata["hyperparameters"]["lr_schedule"] == "cosine"
+    assert metadata["hyperparameters"]["batch_size"] == ROBUST.config.batch_size
+    assert metadata["hyperparameters"]["epochs"] == 1  # the command line overrides the recipe
+    assert metadata["augmentation"] == {**json.loads(json.dumps(AugmentConfig().describe())), "seed": 1}
+    assert metadata["input_contract"]["steps"] == [DESKEW]
+    assert metadata["seed"] == 0
+
+
+def test_robust_training_is_deterministic(tiny_mnist: Path):
+    splits = load_mnist(tiny_mnist, download=False)
+    configs = [dataclasses.replace(RECIPES["robust"].config, epochs=2, seed=seed) for seed in (3, 3, 4)]
+    runs = [train(*splits, config, torch.device("cpu")).model for config in configs]
+    first, same, other = (run.state_dict() for run in runs)
+    assert all(torch.equal(first[key], same[key]) for key in first)
+    assert not torch.equal(first["fc1.weight"], other["fc1.weight"])
+
+
+def test_augmentation_is_batched_deterministic_and_keeps_digits_in_range():
+    images = torch.zeros(16, 28, 28)
+    images[:, 6:22, 12:16] = 1.0  # a thick upright bar in every image
+    first = augment(images, AugmentConfig(), torch.Generator().manual_seed(5))
+    again = augment(images, AugmentConfig(), torch.Generator().manual_seed(5))
+    assert torch.equal(first, again)
+    assert first.shape == images.shape
+    assert float(first.min()) >= 0.0
+    assert torch.allclose(first.amax(dim=(1, 2)), torch.ones(16))
+    assert not torch.equal(first[0], first[1])  # each image drawn its own distortion
+    assert float((first - images).abs().mean()) > 0.01
+    unchanged = AugmentConfig(
+        rotation_degrees=0,
+        scale_range=(1, 1),
+        aspect_range=(1, 1),
+        shear_degrees=0,
+        shift_pixels=0,
+        thickness_probability=0,
+        blur_probability=0,
+    )
+    assert torch.allclose(augment(images, unchanged, torch.Generator().manual_seed(5)), images, atol=1e-5)

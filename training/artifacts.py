@@ -1,4 +1,8 @@
-"""Writing the training outputs, each atomically, so a reader never sees half a file."""
+"""Writing the training outputs, each atomically, so a reader never sees half a file.
+
+They are written into a staging folder that training/versions.py then publishes as one version
+folder of the model repository.
+"""
 
 import io
 import json
@@ -9,11 +13,11 @@ from typing import Any
 
 import torch
 
-from mnist_core.contract import CONTRACT_DESCRIPTION, INPUT_SIZE, NUM_CLASSES
+from mnist_core.contract import INPUT_SIZE, NUM_CLASSES, describe_contract
 from mnist_core.files import file_sha256, metadata_path_for
 from mnist_core.network import NeuralNetwork, describe_architecture
 from training.evaluate import Evaluation
-from training.train import TrainConfig, TrainResult
+from training.train import TrainConfig, TrainResult, augmentation_seed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -41,6 +45,7 @@ def save_weights(model: NeuralNetwork, path: Path) -> str:
 
 
 def build_metadata(
+    recipe: str,
     config: TrainConfig,
     result: TrainResult,
     evaluation: Evaluation,
@@ -58,15 +63,20 @@ def build_metadata(
             "num_classes": NUM_CLASSES,
             "state_dict_keys": list(result.model.state_dict()),
         },
-        "input_contract": CONTRACT_DESCRIPTION,
+        "input_contract": describe_contract(config.input_steps),
+        "recipe": recipe,
         "hyperparameters": {
             "optimizer": "Adam",
             "learning_rate": config.learning_rate,
+            "lr_schedule": config.lr_schedule,
             "batch_size": config.batch_size,
             "epochs": config.epochs,
             "loss": "cross-entropy",
             "shuffle": "reshuffled every epoch",
         },
+        "augmentation": None
+        if config.augmentation is None
+        else {**config.augmentation.describe(), "seed": augmentation_seed(config)},
         "seed": config.seed,
         "device": str(device),
         "torch_version": torch.__version__,

@@ -1,54 +1,99 @@
-"""`python -m training`: train the classic MNIST network, evaluate it and write its files."""
+"""`python -m training`: train the MNIST network by a recipe, evaluate it and publish a model version."""
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from mnist_core.contract import pixels_to_input
 from mnist_core.device import DeviceUnavailableError, resolve_device
-from mnist_core.files import WEIGHTS_FILENAME
+from mnist_core.files import MODEL_NAME_PATTERN, WEIGHTS_FILENAME
 from training import plots
 from training.artifacts import build_metadata, save_weights, write_metadata
-from training.data import DatasetError, load_mnist
-from training.evaluate import evaluate, format_report, predict_classes
-from training.train import EpochResult, TrainConfig, train
+from training.data import DatasetError, MnistSplit, load_mnist
+from training.evaluate import Evaluation, evaluate, format_report, predict_classes
+from training.recipes import RECIPES, REFERENCE
+from training.train import EpochResult, TrainConfig, TrainResult, contract_inputs, train
+from training.versions import (
+    VersionFolderError,
+    check_destination,
+    publish,
+    publish_as_next_version,
+    staging_folder,
+)
 
-DEFAULTS = TrainConfig()
+# Where `make train` keeps things: the repository's own dataset/ and models/, wherever this runs from.
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPOSITORY_ROOT / "dataset"
+DEFAULT_MODEL_REPOSITORY = REPOSITORY_ROOT / "models"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once: not for flags, nor where the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0 or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train the 784-50-10 MNIST network with the reference recipe, evaluate it on the "
-        "10,000 test images and write the weights, their metadata and plots.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train the 784-50-10 MNIST network by a recipe, evaluate it on the 10,000 test images "
+        "and publish the weights, their metadata and plots as a new version folder of the model repository "
+        "(models/<model>/<version>/), written in one step.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=Path("dataset"), help="folder holding MNIST/raw/ (torchvision's layout)"
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=REFERENCE.name,
+        help="; ".join(f"{recipe.name}: {recipe.summary}" for recipe in RECIPES.values()),
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="folder holding MNIST/raw/ (torchvision's layout) (default: dataset/ in this repository, where "
+        "`make train` downloads it)",
     )
     parser.add_argument(
         "--no-download", action="store_true", help="never touch the network; fail if the MNIST files are missing"
     )
-    parser.add_argument(
+    output = parser.add_argument_group("where the model version goes")
+    output.add_argument(
+        "--repository",
+        type=Path,
+        default=DEFAULT_MODEL_REPOSITORY,
+        help="the model repository, <model>/<version>/ folders (default: models/ in this repository)",
+    )
+    output.add_argument(
+        "--model",
+        default=None,
+        help="model name in the repository; a new version folder, numbered one above its highest, is written "
+        f"for it (default: the recipe's: {', '.join(f'{r.model_name} for {r.name}' for r in RECIPES.values())})",
+    )
+    output.add_argument(
         "--out",
         type=Path,
-        default=Path("models"),
-        help=f"folder for {WEIGHTS_FILENAME}, its .json metadata and the plots",
+        default=None,
+        help=f"write exactly this version folder instead ({WEIGHTS_FILENAME}, model.json and the plots), "
+        "for example models/mnist/2",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=DEFAULTS.epochs, help="passes over the training set")
-    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULTS.batch_size, help="images per step")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.learning_rate, help="Adam learning rate")
-    parser.add_argument(
-        "--hidden-size", type=_positive_int, default=DEFAULTS.hidden_size, help="width of the hidden layer (fc1)"
-    )
+    output.add_argument("--force", action="store_true", help="replace the --out folder if it already exists")
+    hyper = parser.add_argument_group("overriding the recipe (the defaults are the recipe's)")
+    hyper.add_argument("--epochs", type=_positive_int, default=None, help="passes over the training set")
+    hyper.add_argument("--batch-size", type=_positive_int, default=None, help="images per step")
+    hyper.add_argument("--lr", type=float, default=None, help="Adam's (starting) learning rate")
+    hyper.add_argument("--hidden-size", type=_positive_int, default=None, help="width of the hidden layer (fc1)")
     parser.add_argument(
         "--seed",
         type=int,
-        default=DEFAULTS.seed,
-        help="seeds initialisation and shuffling: same seed and device, same weights",
+        default=TrainConfig().seed,
+        help="seeds initialisation, shuffling and augmentation: same seed and device, same weights",
     )
     parser.add_argument(
         "--device",
@@ -99,22 +144,18 @@ class _Progress:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    recipe = RECIPES[args.recipe]
     try:
+        destination = _destination(args, recipe.model_name)
         device = resolve_device(args.device)
         train_split, test_split = load_mnist(args.data_dir, download=not args.no_download)
-    except (DeviceUnavailableError, DatasetError) as error:
+    except (DeviceUnavailableError, DatasetError, VersionFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        hidden_size=args.hidden_size,
-        seed=args.seed,
-    )
+    config = _config(recipe.config, args)
     progress = None if args.quiet else _Progress(config.epochs)
     result = train(
         train_split,
@@ -125,22 +166,70 @@ def main(argv: list[str] | None = None) -> int:
         on_epoch=progress and progress.on_epoch,
     )
 
-    test_inputs = pixels_to_input(test_split.images)
+    test_inputs = contract_inputs(test_split.inputs(), config.input_steps)
     evaluation = evaluate(result.model, test_inputs, test_split.labels)
     print(format_report(evaluation))
-    print(f"trained {config.epochs} epochs on {device} in {result.train_seconds:.1f} s")
+    print(f"trained by the {recipe.name} recipe, {config.epochs} epochs on {device} in {result.train_seconds:.1f} s")
 
-    weights_path = args.out / WEIGHTS_FILENAME
+    model_folder = args.repository / (args.model or recipe.model_name) if destination is None else destination.parent
+    try:
+        with staging_folder(model_folder) as staging:
+            sha256 = _write_outputs(staging, recipe.name, config, result, evaluation, test_split, test_inputs)
+            if destination is not None:
+                publish(staging, destination, force=args.force)
+            else:
+                destination = publish_as_next_version(staging, model_folder.parent, model_folder.name)
+    except VersionFolderError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {destination}/: {WEIGHTS_FILENAME} (sha256 {sha256}), model.json and plots")
+    return 0
+
+
+def _write_outputs(
+    folder: Path,
+    recipe: str,
+    config: TrainConfig,
+    result: TrainResult,
+    evaluation: Evaluation,
+    test_split: MnistSplit,
+    test_inputs: torch.Tensor,
+) -> str:
+    """The weights, their metadata and the three pictures, into `folder`; returns the weights' sha256."""
+    device = next(result.model.parameters()).device
+    weights_path = folder / WEIGHTS_FILENAME
     sha256 = save_weights(result.model, weights_path)
-    metadata_path = write_metadata(
-        weights_path, build_metadata(config, result, evaluation, device, weights_path, sha256)
-    )
+    write_metadata(weights_path, build_metadata(recipe, config, result, evaluation, device, weights_path, sha256))
     predictions = predict_classes(result.model, test_inputs.to(device)).cpu()
     plots.save_figure(
         plots.predictions_figure(test_split.images, test_split.labels, predictions, config.seed),
-        args.out / "predictions.png",
+        folder / "predictions.png",
     )
-    plots.save_figure(plots.training_curve_figure(result.epochs), args.out / "training_curve.png")
-    plots.save_figure(plots.confusion_figure(evaluation), args.out / "confusion.png")
-    print(f"wrote {weights_path} (sha256 {sha256}), {metadata_path} and plots in {args.out}/")
-    return 0
+    plots.save_figure(plots.training_curve_figure(result.epochs), folder / "training_curve.png")
+    plots.save_figure(plots.confusion_figure(evaluation), folder / "confusion.png")
+    return sha256
+
+
+def _destination(args: argparse.Namespace, default_model: str) -> Path | None:
+    """The --out folder, checked now rather than after training; None means the next version."""
+    if args.out is None:
+        model = args.model or default_model
+        if not MODEL_NAME_PATTERN.fullmatch(model):
+            raise VersionFolderError(f"--model {model!r} is not a model name (letters, digits, '.', '_', '-')")
+        return None
+    if args.model is not None:
+        raise VersionFolderError("--out names the version folder itself; leave out --model")
+    check_destination(args.out, args.force)
+    return args.out
+
+
+def _config(recipe_config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    """The recipe's configuration with the options given on the command line."""
+    overrides = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "hidden_size": args.hidden_size,
+    }
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return replace(recipe_config, seed=args.seed, **given)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from mnist_core.contract import IMAGE_SIDE
+from mnist_core.contract import IMAGE_SIDE, pixels_to_input
 
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -36,6 +36,10 @@ class MnistSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def inputs(self) -> torch.Tensor:
+        """The network inputs (N, 784), float32, by the input contract."""
+        return torch.from_numpy(pixels_to_input(self.images.numpy()))
+
 
 def raw_folder(data_dir: Path) -> Path:
     """Where torchvision keeps (and downloads) the four IDX files."""
@@ -56,8 +60,8 @@ def load_mnist(data_dir: Path, download: bool) -> tuple[MnistSplit, MnistSplit]:
     if missing_files(data_dir):
         if not download:
             raise DatasetError(
-                f"MNIST not found in {raw_folder(data_dir)}: expected "
-                f"{', '.join(missing_files(data_dir))} (drop --no-download to fetch them)"
+                f"MNIST not found in {raw_folder(data_dir)}: expected {', '.join(missing_files(data_dir))}; "
+                "drop --no-download to fetch them there, or give --data-dir a folder that holds MNIST/raw/"
             )
         _download(data_dir)
     return _load_split(data_dir, "train"), _load_split(data_dir, "test")
@@ -67,7 +71,11 @@ def _download(data_dir: Path) -> None:
     try:
         datasets.MNIST(root=str(data_dir), train=True, download=True)
     except (OSError, RuntimeError) as error:
-        raise DatasetError(f"could not download MNIST into {raw_folder(data_dir)}: {error}") from error
+        reason = " ".join(str(error).split())  # torchvision's message spans several lines
+        raise DatasetError(
+            f"could not download MNIST into {raw_folder(data_dir)} ({reason}); with a copy elsewhere, "
+            "give --data-dir the folder that holds its MNIST/raw/ and add --no-download"
+        ) from error
     if missing_files(data_dir):
         raise DatasetError(
             f"download finished but {raw_folder(data_dir)} still lacks {', '.join(missing_files(data_dir))}"

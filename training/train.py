@@ -1,4 +1,4 @@
-"""The training loop: the reference recipe, batched from tensors held in memory."""
+"""The training loop, batched from tensors held in memory: the reference recipe and the robust one."""
 
 import time
 from collections.abc import Callable
@@ -7,10 +7,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from mnist_core.contract import pixels_to_input
+from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, network_inputs
 from mnist_core.network import DEFAULT_HIDDEN_SIZE, NeuralNetwork
+from training.augment import AugmentConfig, augment
 from training.data import MnistSplit
 from training.evaluate import evaluate
+
+CONSTANT_LR = "constant"
+# The learning rate follows half a cosine from its starting value down to zero over all steps.
+COSINE_LR = "cosine"
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,9 @@ class TrainConfig:
     learning_rate: float = 0.001
     hidden_size: int = DEFAULT_HIDDEN_SIZE
     seed: int = 0
+    lr_schedule: str = CONSTANT_LR
+    augmentation: AugmentConfig | None = None  # distort every training batch on the fly
+    input_steps: tuple[str, ...] = ()  # the model's input contract steps (mnist_core.contract)
 
 
 @dataclass(frozen=True)
@@ -58,13 +66,16 @@ def train(
     """Train a fresh network; the same seed on the same device gives the same weights."""
     torch.manual_seed(config.seed)
     shuffle_generator = torch.Generator().manual_seed(config.seed)
+    # Its own generator, so the reference recipe (no augmentation) draws exactly what it always did.
+    augment_generator = torch.Generator().manual_seed(augmentation_seed(config))
     model = NeuralNetwork(hidden_size=config.hidden_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, **_fastest_adam(device))
     loss_fn = nn.CrossEntropyLoss()
-    inputs = pixels_to_input(train_split.images).to(device)
+    inputs = train_split.inputs().to(device)
     labels = train_split.labels.to(device)
-    test_inputs = pixels_to_input(test_split.images).to(device)
+    test_inputs = contract_inputs(test_split.inputs(), config.input_steps).to(device)
     steps = -(-len(labels) // config.batch_size)
+    schedule = _lr_schedule(optimizer, config, config.epochs * steps)
 
     result = TrainResult(model=model)
     for epoch in range(1, config.epochs + 1):
@@ -75,10 +86,15 @@ def train(
         order = torch.randperm(len(labels), generator=shuffle_generator).to(device)
         loss_sum = torch.zeros((), device=device)
         for step, batch in enumerate(order.split(config.batch_size), start=1):
-            loss = loss_fn(model(inputs.index_select(0, batch)), labels.index_select(0, batch))
+            batch_inputs = inputs.index_select(0, batch)
+            if config.augmentation is not None:
+                batch_inputs = augmented(batch_inputs, config, augment_generator)
+            loss = loss_fn(model(batch_inputs), labels.index_select(0, batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             loss_sum += loss.detach()
             if on_progress is not None and step % PROGRESS_EVERY == 0:
                 on_progress(epoch, step, steps, loss_sum.item() / step)
@@ -90,6 +106,36 @@ def train(
             on_epoch(epoch_result)
     model.eval()
     return result
+
+
+def augmentation_seed(config: TrainConfig) -> int:
+    return config.seed + 1
+
+
+def augmented(batch_inputs: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """A batch of network inputs distorted, then passed through the model's contract steps."""
+    images = batch_inputs.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    distorted = augment(images, config.augmentation, generator).reshape(-1, INPUT_SIZE)
+    return contract_inputs(distorted, config.input_steps)
+
+
+def contract_inputs(inputs: torch.Tensor, steps: tuple[str, ...]) -> torch.Tensor:
+    """The contract's steps on a tensor of network inputs: mnist_core's numpy code, on the CPU,
+    exactly as the service runs it (on CUDA this costs a copy each way per batch)."""
+    if not steps:
+        return inputs
+    prepared = network_inputs(inputs.detach().cpu().numpy(), {"steps": list(steps)})
+    return torch.from_numpy(prepared).to(inputs.device)
+
+
+def _lr_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if config.lr_schedule == CONSTANT_LR:
+        return None
+    if config.lr_schedule == COSINE_LR:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    raise ValueError(f"unknown learning-rate schedule {config.lr_schedule!r}: expected constant or cosine")
 
 
 def _fastest_adam(device: torch.device) -> dict[str, bool]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from app.observability import metrics
-from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, NUM_CLASSES, pixels_to_input
+from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, NUM_CLASSES, input_steps, network_inputs, pixels_to_input
 from mnist_core.device import DeviceUnavailableError, resolve_device
 from mnist_core.files import file_sha256, metadata_path_for
 from mnist_core.network import NeuralNetwork, hidden_size_of
@@ -44,7 +44,7 @@ class ModelInfo:
         return (self.metadata or {}).get("test", {}).get("accuracy")
 
 
-class ScoresFromInputs(nn.Module):
+class Scores(nn.Module):
     """The network followed by softmax: what a request needs, as one module to trace."""
 
     def __init__(self, network: NeuralNetwork) -> None:
@@ -53,13 +53,6 @@ class ScoresFromInputs(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.network(inputs), dim=1)
-
-
-class ScoresFromPixels(ScoresFromInputs):
-    """The input contract, the network and softmax, from uint8 pixels (N, 28, 28)."""
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return super().forward(pixels_to_input(pixels))
 
 
 def trace(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
@@ -72,8 +65,6 @@ def trace(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        # The contract checks its argument's dtype and shape in Python: on the example, once.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return torch.jit.trace(module.eval(), example)
 
 
@@ -84,24 +75,21 @@ class DigitClassifier:
         self.network = network
         self.device = device
         self.info = info
+        # The steps this model's recorded input contract adds (deskew for the robust recipe).
+        self.contract = (info.metadata or {}).get("input_contract")
         self.prediction_counters = metrics.prediction_counters(info)
         with torch.inference_mode():
-            self._from_pixels = trace(
-                ScoresFromPixels(network), torch.zeros(1, IMAGE_SIDE, IMAGE_SIDE, dtype=torch.uint8, device=device)
-            )
-            self._from_inputs = trace(ScoresFromInputs(network), torch.zeros(1, INPUT_SIZE, device=device))
+            self._scores = trace(Scores(network), torch.zeros(1, INPUT_SIZE, device=device))
 
     def probabilities(self, digits: np.ndarray) -> np.ndarray:
         """uint8 digits (N, 28, 28), white on black -> float32 softmax probabilities (N, 10)."""
-        return self._run(self._from_pixels, digits)
-
-    def probabilities_of_inputs(self, inputs: np.ndarray) -> np.ndarray:
-        """float32 network inputs (N, 784) in [0, 1] -> float32 softmax probabilities (N, 10)."""
-        return self._run(self._from_inputs, inputs)
+        return self.probabilities_of_inputs(pixels_to_input(digits))
 
     @torch.inference_mode()
-    def _run(self, graph: torch.jit.ScriptModule, array: np.ndarray) -> np.ndarray:
-        return graph(torch.from_numpy(array).to(self.device)).cpu().numpy()
+    def probabilities_of_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 inputs (N, 784) in [0, 1], before the model's contract steps -> softmax probabilities (N, 10)."""
+        prepared = torch.from_numpy(network_inputs(inputs, self.contract))
+        return self._scores(prepared.to(self.device)).cpu().numpy()
 
 
 def load_classifier(
@@ -135,6 +123,10 @@ def load_classifier(
     network.load_state_dict(state_dict)
     network.to(device).eval().requires_grad_(False)
     info = ModelInfo(name, version, path, sha256, hidden_size, str(device), torch.__version__, metadata)
+    try:
+        input_steps((metadata or {}).get("input_contract"))
+    except ValueError as error:
+        raise ModelLoadError(f"{path}: {error}") from None
     classifier = DigitClassifier(network, device, info)
     # The first call pays for lazy kernel and allocator set-up; do it before taking traffic.
     classifier.probabilities(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))

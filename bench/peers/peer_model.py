@@ -38,7 +38,7 @@ def decode_png(data: bytes) -> np.ndarray:
 def classify(network: NeuralNetwork, pixels: np.ndarray) -> list[dict[str, Any]]:
     """uint8 pixels shaped (N, 28, 28) -> one `{"class", "confidence", "scores"}` per image."""
     with torch.inference_mode():
-        probabilities = torch.softmax(network(pixels_to_input(torch.from_numpy(pixels))), dim=1).tolist()
+        probabilities = torch.softmax(network(torch.from_numpy(pixels_to_input(pixels))), dim=1).tolist()
     bodies = []
     for row in probabilities:
         predicted = max(range(len(row)), key=row.__getitem__)
