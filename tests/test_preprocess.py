@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from app.errors import NoInkError
-from app.inference.decode import load_pixels, open_image
+from app.inference.decode import gray_pixels, open_upload
 from app.inference.preprocess import (
     DIGIT_BOX_SIDE,
     MNIST_MASS_CENTRE,
@@ -35,7 +35,7 @@ from tests.helpers import encode, pen_digit, png_of, shaded_photo
 
 def _upload(data: bytes) -> np.ndarray:
     """What the service makes of an uploaded file: decode, then preprocess."""
-    return to_digit_pixels(load_pixels(open_image(data, 1 << 24)))
+    return to_digit_pixels(gray_pixels(open_upload(data, 1 << 24)))
 
 
 def _box(digit: np.ndarray) -> tuple[int, int, int, int]:
@@ -136,8 +136,7 @@ def test_shaded_paper_without_a_digit_has_no_ink():
 
 def test_a_shaded_photo_is_cropped_to_the_digit(mnist_test_split):
     digit = mnist_test_split.images[0].numpy()
-    photo = load_pixels(open_image(shaded_photo(digit), 1 << 24)).convert("L")
-    gray = np.asarray(photo)
+    gray = gray_pixels(open_upload(shaded_photo(digit), 1 << 24))
     assert has_light_background(gray)
     # The shaded edge of the page is darker than mid-grey: a fixed threshold would take it for
     # ink. The ink mask must lie within the digit's box.
@@ -148,7 +147,7 @@ def test_a_shaded_photo_is_cropped_to_the_digit(mnist_test_split):
     digit_top, digit_left, digit_side = 120 * scale, 213 * scale, 240 * scale  # where shaded_photo puts it
     assert digit_top <= rows.min() < rows.max() <= digit_top + digit_side
     assert digit_left <= cols.min() < cols.max() <= digit_left + digit_side
-    normalised = to_digit_pixels(photo)
+    normalised = to_digit_pixels(gray)
     _assert_framed_like_mnist(normalised)
     assert _correlation(normalised, digit) > 0.8
 
@@ -192,7 +191,7 @@ def test_a_thin_pen_drawing_on_a_28x28_canvas_is_reframed_and_thickened():
 @pytest.mark.parametrize("shade", [0, 128, 255])
 def test_blank_images_have_no_digit(size, shade):
     with pytest.raises(NoInkError, match="no digit found"):
-        to_digit_pixels(Image.new("L", (size, size), shade))
+        to_digit_pixels(np.full((size, size), shade, dtype=np.uint8))
 
 
 # --- The input contract's deskew step (mnist_core), shared by training and the service ---

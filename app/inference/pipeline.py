@@ -11,12 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import ClientError
 from app.inference.classifier import DigitClassifier
-from app.inference.decode import load_pixels, open_image
+from app.inference.decode import OpenedImage, gray_pixels, open_upload, pixel_count
 from app.inference.preprocess import to_digit_pixels
 from app.observability import metrics
 from app.repository.registry import ModelRepository
@@ -68,7 +67,7 @@ class InferenceCore:
     async def classify_files(self, classifier: DigitClassifier, uploads: list[Upload]) -> Classification:
         """Decode and normalise each image, then one forward pass; rows in upload order."""
         images = self._open_all(uploads)
-        if sum(image.width * image.height for image in images) <= INLINE_PIXEL_BUDGET:
+        if sum(pixel_count(image) for image in images) <= INLINE_PIXEL_BUDGET:
             return self._classify_images(classifier, uploads, images)
         return await run_in_threadpool(self._classify_images, classifier, uploads, images)
 
@@ -80,22 +79,22 @@ class InferenceCore:
         """float32 network inputs (N, 784) in [0, 1]."""
         return self._classify(classifier, lambda: classifier.probabilities_of_inputs(inputs))
 
-    def _open_all(self, uploads: list[Upload]) -> list[Image.Image]:
+    def _open_all(self, uploads: list[Upload]) -> list[OpenedImage]:
         images = []
         for upload in uploads:
             try:
-                images.append(open_image(upload.data, self.max_image_pixels))
+                images.append(open_upload(upload.data, self.max_image_pixels))
             except ClientError as error:
                 raise _naming_the_file(upload, error) from None
         return images
 
     def _classify_images(
-        self, classifier: DigitClassifier, uploads: list[Upload], images: list[Image.Image]
+        self, classifier: DigitClassifier, uploads: list[Upload], images: list[OpenedImage]
     ) -> Classification:
         digits = np.empty((len(images), IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
         for position, (upload, image) in enumerate(zip(uploads, images, strict=True)):
             try:
-                digits[position] = to_digit_pixels(load_pixels(image))
+                digits[position] = to_digit_pixels(gray_pixels(image))
             except ClientError as error:
                 raise _naming_the_file(upload, error) from None
         return self.classify_digits(classifier, digits)

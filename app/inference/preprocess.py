@@ -22,7 +22,6 @@ threshold, which scipy lacks.
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from app.errors import NoInkError
 from mnist_core.contract import IMAGE_SIDE
@@ -60,48 +59,15 @@ MIN_PIECE_SHARE = 0.05
 STROKE_CANVAS_SIDE = 80
 
 _NEIGHBOURHOOD = np.ones((3, 3), np.uint8)
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def to_digit_pixels(image: Image.Image) -> np.ndarray:
-    """A decoded image of any accepted mode and size -> uint8 array (28, 28), white digit on black."""
-    gray = grayscale(image)
+def to_digit_pixels(gray: np.ndarray) -> np.ndarray:
+    """An 8-bit grayscale picture of any size and polarity -> uint8 array (28, 28), white digit on black."""
     if gray.shape == (IMAGE_SIDE, IMAGE_SIDE):
         candidate = 255 - gray if has_light_background(gray) else gray
         if is_mnist_framed(candidate):
             return candidate
     return normalise_like_mnist(gray)
-
-
-def grayscale(image: Image.Image) -> np.ndarray:
-    """8-bit luminance of any mode: 16-bit scaled down, transparency flattened onto a backdrop."""
-    if image.mode in _SIXTEEN_BIT_MODES:
-        wide = np.asarray(image, dtype=np.float32) / 257.0
-        return np.clip(np.rint(wide), 0, 255).astype(np.uint8)
-    if image.mode == "F":
-        return np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8)
-    if image.mode in _ALPHA_MODES or "transparency" in image.info:
-        luminance_alpha = np.asarray(image.convert("RGBA").convert("LA"), dtype=np.float32)
-        return _flatten_alpha(luminance_alpha[..., 0], luminance_alpha[..., 1] / 255.0)
-    if image.mode != "L":
-        image = image.convert("RGB").convert("L") if image.mode == "CMYK" else image.convert("L")
-    return np.asarray(image)
-
-
-def _flatten_alpha(luminance: np.ndarray, opacity: np.ndarray) -> np.ndarray:
-    """Composite onto whichever of black or white contrasts with the visible strokes.
-
-    A drawing on a transparent canvas says nothing about its background colour, and black
-    strokes flattened onto black (or white onto white) would vanish.
-    """
-    coverage = float(opacity.sum())
-    if coverage == 0.0:
-        raise NoInkError("no digit found: the image is fully transparent")
-    ink_luminance = float((luminance * opacity).sum()) / coverage
-    backdrop = 255.0 if ink_luminance < 128 else 0.0
-    flattened = luminance * opacity + backdrop * (1.0 - opacity)
-    return np.clip(np.rint(flattened), 0, 255).astype(np.uint8)
 
 
 def _border(gray: np.ndarray) -> np.ndarray:
