@@ -29,7 +29,7 @@ from app.http.limits import BodyBudget, BodyRule, GuardedBody, refusal_from_head
 from app.http.security import check_api_key
 from app.inference.classifier import ModelLoadError
 from app.observability import metrics
-from app.observability.logs import access_logger, request_id_var
+from app.observability.logs import access_log, request_id_var
 from app.repository.layout import RepositoryError
 from app.settings import Settings
 
@@ -133,7 +133,7 @@ class ServiceFront:
             )
         series[0].inc()
         series[1].observe(seconds)
-        if access_logger.isEnabledFor(logging.INFO):
+        if access_log.enabled:
             fields = {
                 "request_id": request_id,
                 "method": scope["method"],
@@ -142,7 +142,7 @@ class ServiceFront:
                 "latency_ms": round(seconds * 1000, 3),
                 **scope.get(_ACCESS_FIELDS_KEY, {}),
             }
-            access_logger.info("%s %s %d", scope["method"], scope["path"], status, extra={"fields": fields})
+            access_log.write(f"{scope['method']} {scope['path']} {status}", fields)
 
     def _route_label(self, scope: Scope) -> str:
         """The route template (or the mount's path) that served the request; `<unmatched>` for unknown paths."""
