@@ -13,6 +13,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -21,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / "bench" / ".work"
 LUA = REPO / "bench" / "post.lua"
 DIGIT = REPO / "samples" / "7.png"
 EXPECTED_CLASS = 7
+BOUNDARY = "mnist-serve-bench-boundary"
+MULTIPART_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 CONNECTIONS = 8
 READY_TIMEOUT_S = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -53,6 +57,37 @@ class Server:
 
 
 RUNNING: list[Server] = []
+
+
+def multipart(field: str, files: list[tuple[str, bytes]]) -> bytes:
+    """A multipart/form-data body (MULTIPART_TYPE) with each (filename, bytes) in `field`."""
+    parts = [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+        for name, data in files
+    ]
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def digit_upload() -> Path:
+    """samples/7.png as a one-file multipart body for /predict, written once."""
+    body = WORK / "bodies" / "digit.body"
+    if not body.exists():
+        body.parent.mkdir(parents=True, exist_ok=True)
+        body.write_bytes(multipart("file", [(DIGIT.name, DIGIT.read_bytes())]))
+    return body
+
+
+def start_python(module: str, name: str, log: Path, environment: dict[str, str]) -> Server:
+    """`python -m <module>` on a free 127.0.0.1 port, loaded with samples/7.png on /predict."""
+    port = free_port()
+    process = launch([sys.executable, "-m", module], log, {"HOST": "127.0.0.1", "PORT": str(port), **environment})
+    return Server(name, process, f"http://127.0.0.1:{port}/predict", MULTIPART_TYPE, digit_upload(), log)
+
+
+def start_service(name: str, log: Path, **environment: str) -> Server:
+    """The service itself (`python -m app`), with these settings over its defaults."""
+    return start_python("app", name, log, environment)
 
 
 def free_port() -> int:

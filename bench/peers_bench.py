@@ -41,16 +41,19 @@ from typing import Any
 from harness import (
     CONNECTIONS,
     DIGIT,
+    MULTIPART_TYPE,
     REPO,
     Server,
     ServerUnavailableError,
     alternate,
+    digit_upload,
     failure_line,
     free_port,
     launch,
     pair_result,
     report,
     serving,
+    start_service,
     stop_all,
     stop_on_sigterm,
     wrk,
@@ -175,21 +178,12 @@ class Workspace:
 
     folder: Path
     multipart: Path
-    multipart_type: str
     kserve_json: Path
     python_path: Path
 
 
 def make_workspace(folder: Path) -> Workspace:
-    boundary = "mnist-serve-peers-boundary"
     png = DIGIT.read_bytes()
-    multipart = folder / "multipart.body"
-    multipart.write_bytes(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{DIGIT.name}"\r\n'
-        "Content-Type: image/png\r\n\r\n".encode()
-        + png
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
     kserve_json = folder / "kserve-v1.json"
     kserve_json.write_text(json.dumps({"instances": [{"image": {"b64": base64.b64encode(png).decode()}}]}))
     # The peers import the service's network from mnist_core, and nothing else of the repository
@@ -197,15 +191,12 @@ def make_workspace(folder: Path) -> Workspace:
     python_path = folder / "pythonpath"
     python_path.mkdir()
     (python_path / "mnist_core").symlink_to(REPO / "mnist_core")
-    return Workspace(folder, multipart, f"multipart/form-data; boundary={boundary}", kserve_json, python_path)
+    return Workspace(folder, digit_upload(), kserve_json, python_path)
 
 
-def start_mnist_serve(work: Workspace) -> Server:
+def start_mnist_serve() -> Server:
     """`python -m app` with its production settings (the defaults: access log and metrics on)."""
-    port = free_port()
-    log = LOGS / "mnist-serve.log"
-    process = launch([sys.executable, "-m", "app"], log, {"HOST": "127.0.0.1", "PORT": str(port)})
-    return Server("mnist-serve", process, f"http://127.0.0.1:{port}/predict", work.multipart_type, work.multipart, log)
+    return start_service("mnist-serve", LOGS / "mnist-serve.log")
 
 
 def peer_env(work: Workspace) -> dict[str, str]:
@@ -249,7 +240,7 @@ def start_litserve(python: Path, work: Workspace) -> Server:
     log = LOGS / "litserve.log"
     command = [str(python), str(PEERS_DIR / "litserve_server.py"), "--weights", str(WEIGHTS), "--port", str(port)]
     process = launch(command, log, peer_env(work))
-    return Server("LitServe", process, f"http://127.0.0.1:{port}/predict", work.multipart_type, work.multipart, log)
+    return Server("LitServe", process, f"http://127.0.0.1:{port}/predict", MULTIPART_TYPE, work.multipart, log)
 
 
 def build_torchserve_store(python: Path, folder: Path) -> Path:
@@ -330,15 +321,15 @@ def start_torchserve(python: Path, work: Workspace, store: Path, workers: int, b
     process = launch(command, log, env, cwd=run)
     url = f"http://127.0.0.1:{inference}/predictions/mnist"
     name = f"TorchServe w{workers} b{batch_size}"
-    return Server(name, process, url, work.multipart_type, work.multipart, log)
+    return Server(name, process, url, MULTIPART_TYPE, work.multipart, log)
 
 
 # --- measuring ---------------------------------------------------------------------------------
 
 
-def compare_side_by_side(start_peer: Callable[[], Server], work: Workspace, args: argparse.Namespace) -> dict:
+def compare_side_by_side(start_peer: Callable[[], Server], args: argparse.Namespace) -> dict:
     """mnist-serve and one peer both up, short warm-up each, then A B per round."""
-    with serving(lambda: start_mnist_serve(work)) as ours, serving(start_peer) as theirs:
+    with serving(start_mnist_serve) as ours, serving(start_peer) as theirs:
         return alternate(ours, theirs, args.rounds, args.seconds, ASGI_WARMUP_S)
 
 
@@ -358,7 +349,7 @@ def compare_torchserve(python: Path, work: Workspace, args: argparse.Namespace) 
     for _ in range(args.rounds):
         for config, settings in TORCHSERVE_CONFIGS.items():
             ours, theirs = runs[config]
-            ours.append(measure_alone(lambda: start_mnist_serve(work), args))
+            ours.append(measure_alone(start_mnist_serve, args))
             theirs.append(
                 measure_alone(lambda settings=settings: start_torchserve(python, work, store, **settings), args)
             )
@@ -418,9 +409,9 @@ def run_peer(name: str, work: Workspace, args: argparse.Namespace) -> dict[str, 
     python = ensure_venv(name)
     result: dict[str, Any] = {"versions": versions(python, REPORTED_VERSIONS[name])}
     if name == "kserve":
-        result.update(compare_side_by_side(lambda: start_kserve(python, work), work, args))
+        result.update(compare_side_by_side(lambda: start_kserve(python, work), args))
     elif name == "litserve":
-        result.update(compare_side_by_side(lambda: start_litserve(python, work), work, args))
+        result.update(compare_side_by_side(lambda: start_litserve(python, work), args))
     else:
         result["versions"]["java"] = java
         result["configs"] = compare_torchserve(python, work, args)

@@ -8,82 +8,24 @@ table. Results go to bench/robust_results.json.
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from harness import MULTIPART_TYPE, REPO, WORK, multipart, serving, start_service
 from machine import describe_machine
 from robust_cases import DIGITS_PER_CASE, SELECTION_SEED, Case, build_cases
 
 from training.data import DatasetError, load_mnist, missing_files
 
-REPO = Path(__file__).resolve().parent.parent
-WORK = REPO / "bench" / ".work"
 DATA_DIRS = (REPO.parent / "shared" / "datasets", REPO / "dataset")
 MODELS = ("mnist", "mnist-reference")
 MAX_FILES_PER_REQUEST = 64  # the service's MAX_BATCH
 MAX_BYTES_PER_REQUEST = 4 << 20  # well inside its MAX_BATCH_BYTES
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_service(port: int, log_path: Path) -> subprocess.Popen:
-    environment = {
-        **os.environ,
-        "PORT": str(port),
-        "WORKERS": "1",
-        "MODEL_REPOSITORY": str(REPO / "models"),
-        "LOG_LEVEL": "warning",
-    }
-    log = log_path.open("w")
-    return subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=environment, stdout=log, stderr=log)
-
-
-def wait_ready(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with {process.returncode}; see {WORK / 'robust-service.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"the service was not ready after {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def multipart(files: list[bytes]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="case-{index}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-        for index, data in enumerate(files)
-    ]
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def batches(files: list[bytes]) -> list[list[bytes]]:
@@ -99,21 +41,20 @@ def batches(files: list[bytes]) -> list[list[bytes]]:
     return runs
 
 
-def predict_classes(port: int, model: str, files: list[bytes]) -> np.ndarray:
+def predict_classes(base_url: str, model: str, files: list[bytes]) -> np.ndarray:
     classes = []
     for run in batches(files):
-        body, content_type = multipart(run)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/predict/batch?model={model}", data=body, headers={"Content-Type": content_type}
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (http://127.0.0.1 above)
+        body = multipart("files", [(f"case-{index}", data) for index, data in enumerate(run)])
+        url = f"{base_url}/predict/batch?model={model}"
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": MULTIPART_TYPE})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (http://127.0.0.1, harness)
             classes.extend(prediction["class"] for prediction in json.load(response)["predictions"])
     return np.array(classes)
 
 
-def describe_models(port: int, models: tuple[str, ...]) -> dict[str, dict]:
+def describe_models(base_url: str, models: tuple[str, ...]) -> dict[str, dict]:
     """Each benchmarked model's served version (the newest), its weights' sha256 and test accuracy."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/models", timeout=10) as response:
+    with urllib.request.urlopen(f"{base_url}/models", timeout=10) as response:  # noqa: S310 (http://127.0.0.1)
         index = {entry["name"]: entry for entry in json.load(response)["models"]}
     described = {}
     for model in models:
@@ -124,16 +65,15 @@ def describe_models(port: int, models: tuple[str, ...]) -> dict[str, dict]:
 
 
 def run(cases: list[Case], models: tuple[str, ...]) -> dict:
-    WORK.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    process = start_service(port, WORK / "robust-service.log")
-    try:
-        wait_ready(port, process)
-        described = describe_models(port, models)
+    with serving(partial(start_service, "mnist-serve", WORK / "robust-service.log", LOG_LEVEL="warning")) as server:
+        base_url = server.url.removesuffix("/predict")
+        described = describe_models(base_url, models)
         rows = []
         for case in cases:
             started = time.perf_counter()
-            correct = {model: int((predict_classes(port, model, case.files) == case.labels).sum()) for model in models}
+            correct = {
+                model: int((predict_classes(base_url, model, case.files) == case.labels).sum()) for model in models
+            }
             seconds = time.perf_counter() - started
             rows.append(
                 {
@@ -146,8 +86,6 @@ def run(cases: list[Case], models: tuple[str, ...]) -> dict:
                 }
             )
             print(f"{case.name}: " + ", ".join(f"{m} {a} %" for m, a in rows[-1]["accuracy"].items()), file=sys.stderr)
-    finally:
-        stop(process)
     return {"models": described, "cases": rows}
 
 

@@ -34,13 +34,15 @@ from typing import Any
 import numpy as np
 from harness import (
     REPO,
+    WORK,
     Server,
     ServerUnavailableError,
-    free_port,
-    launch,
+    multipart,
     pair_result,
     report,
     serving,
+    start_python,
+    start_service,
     stop_all,
     stop_on_sigterm,
     summarise,
@@ -50,40 +52,24 @@ from machine import describe_machine
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-WORK = REPO / "bench" / ".work"
 BATCH = 64
 SAMPLES = [REPO / "samples" / f"{digit}.png" for digit in range(10)]
-BOUNDARY = "mnist-serve-bench-boundary"
 
 
 @dataclass(frozen=True)
 class Bodies:
-    """The request bodies, written once: one PNG, 64 PNGs, and the same 64 digits as V2 tensors."""
+    """The batch bodies, written once: 64 PNGs, and the same 64 digits as V2 tensors."""
 
-    single: Path
     batch: Path
     v2: Path
     v2_header_length: int
-    multipart_type: str = f"multipart/form-data; boundary={BOUNDARY}"
-
-
-def multipart(field: str, files: list[Path]) -> bytes:
-    parts = [
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{path.name}"\r\n'
-        "Content-Type: image/png\r\n\r\n".encode()
-        + path.read_bytes()
-        + b"\r\n"
-        for path in files
-    ]
-    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
 def write_bodies(folder: Path) -> Bodies:
     folder.mkdir(parents=True, exist_ok=True)
     digits = [SAMPLES[index % 10] for index in range(BATCH)]
-    single, batch, v2 = folder / "single.body", folder / "batch.body", folder / "v2.body"
-    single.write_bytes(multipart("file", [SAMPLES[7]]))
-    batch.write_bytes(multipart("files", digits))
+    batch, v2 = folder / "batch.body", folder / "v2.body"
+    batch.write_bytes(multipart("files", [(path.name, path.read_bytes()) for path in digits]))
     pixels = np.stack([np.asarray(Image.open(path), dtype=np.uint8) for path in digits])
     tensor = (pixels.reshape(BATCH, -1) / np.float32(255)).astype("<f4")
     header = json.dumps(
@@ -100,26 +86,21 @@ def write_bodies(folder: Path) -> Bodies:
         }
     ).encode()
     v2.write_bytes(header + tensor.tobytes())
-    return Bodies(single, batch, v2, len(header))
+    return Bodies(batch, v2, len(header))
 
 
-def start(command: list[str], name: str, bodies: Bodies, environment: dict[str, str]) -> Server:
-    port = free_port()
-    log = WORK / f"{name.replace(' ', '-')}.log"
-    process = launch(command, log, {"HOST": "127.0.0.1", "PORT": str(port), **environment})
-    url = f"http://127.0.0.1:{port}/predict"
-    return Server(name, process, url, bodies.multipart_type, bodies.single, log)
+def _log(name: str) -> Path:
+    return WORK / f"{name.strip('/').replace(' ', '-').replace('/', '-').replace(',', '')}.log"
 
 
-def service(bodies: Bodies, workers: int, name: str = "/predict", **environment: str) -> Callable[[], Server]:
-    return lambda: start([sys.executable, "-m", "app"], name, bodies, {"WORKERS": str(workers), **environment})
+def service(workers: int, name: str = "/predict", **environment: str) -> Callable[[], Server]:
+    return lambda: start_service(name, _log(name), WORKERS=str(workers), **environment)
 
 
-def bare(bodies: Bodies, workers: int) -> Callable[[], Server]:
-    command = [sys.executable, "-m", "bench.bare_app"]
-    return lambda: replace(
-        start(command, "bare endpoint", bodies, {"WORKERS": str(workers), "LOG_LEVEL": "warning"}), answer=None
-    )
+def bare(workers: int) -> Callable[[], Server]:
+    environment = {"WORKERS": str(workers), "LOG_LEVEL": "warning"}
+    name = "bare endpoint"
+    return lambda: replace(start_python("bench.bare_app", name, _log(name), environment), answer=None)
 
 
 def batch_routes(server: Server, bodies: Bodies) -> tuple[Server, Server]:
@@ -175,8 +156,8 @@ def mean_seconds(server: Server, name: str, labels: dict[str, str]) -> float:
 
 def compare_workers(bodies: Bodies, workers: int, args: argparse.Namespace) -> dict[str, Any]:
     with ExitStack() as stack:
-        ours = stack.enter_context(serving(service(bodies, workers)))
-        floor = stack.enter_context(serving(bare(bodies, workers)))
+        ours = stack.enter_context(serving(service(workers)))
+        floor = stack.enter_context(serving(bare(workers)))
         servers = [ours, floor, *(batch_routes(ours, bodies) if workers == 1 else ())]
         runs = rounds_of(servers, args)
         result = pair_result(runs[0], runs[1])
@@ -189,28 +170,29 @@ def compare_workers(bodies: Bodies, workers: int, args: argparse.Namespace) -> d
                 summary["vs_single_predict"] = round(summary["images_per_s"] / single, 2)
             v2["vs_batch"] = round(v2["images_per_s"] / batch["images_per_s"], 2)
             result["batch64"], result["v2_binary64"] = batch, v2
-            result["model_call_us"] = round(1e6 * mean_seconds(ours, "mnist_inference_duration_seconds", {}), 1)
-            labels = {"route": "/predict", "status": "200"}
-            result["request_us"] = round(1e6 * mean_seconds(ours, "mnist_http_request_duration_seconds", labels), 1)
         return result
 
 
-def production_cost(bodies: Bodies, args: argparse.Namespace) -> dict[str, Any]:
+def production_cost(args: argparse.Namespace) -> dict[str, Any]:
     """The service with its production settings (A) against the same with LOG_LEVEL=warning (B)."""
     with ExitStack() as stack:
-        production = stack.enter_context(serving(service(bodies, 1)))
-        quiet = stack.enter_context(serving(service(bodies, 1, "/predict, LOG_LEVEL=warning", LOG_LEVEL="warning")))
-        runs = rounds_of([production, quiet], args)
-        return pair_result(*runs)
+        production = stack.enter_context(serving(service(1)))
+        quiet = stack.enter_context(serving(service(1, "/predict, LOG_LEVEL=warning", LOG_LEVEL="warning")))
+        result = pair_result(*rounds_of([production, quiet], args))
+        # Server-side means over single /predict requests only (this service served no batches).
+        result["model_call_us"] = round(1e6 * mean_seconds(production, "mnist_inference_duration_seconds", {}), 1)
+        labels = {"route": "/predict", "status": "200"}
+        result["request_us"] = round(1e6 * mean_seconds(production, "mnist_http_request_duration_seconds", labels), 1)
+        return result
 
 
-def time_to_ready(bodies: Bodies, repeats: int) -> dict[str, float]:
+def time_to_ready(repeats: int) -> dict[str, float]:
     ready, imports = [], []
     for _ in range(repeats):
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import torch, fastapi"], check=True)
         imports.append(time.perf_counter() - started)
-        with serving(service(bodies, 1)) as server:
+        with serving(service(1)) as server:
             ready.append(server.ready_seconds)
     result = {
         "ready_s": round(statistics.median(ready), 3),
@@ -253,8 +235,8 @@ def main() -> int:
                 print(f"== {workers} worker(s)", flush=True)
                 results["workers"][str(workers)] = compare_workers(bodies, workers, args)
             print("== production settings against LOG_LEVEL=warning", flush=True)
-            results["production_cost"] = production_cost(bodies, args)
-            results["time_to_ready"] = time_to_ready(bodies, repeats=5)
+            results["production_cost"] = production_cost(args)
+            results["time_to_ready"] = time_to_ready(repeats=5)
     except ServerUnavailableError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -287,12 +269,12 @@ def print_table(results: dict[str, Any]) -> None:
             f"/predict (p99 {batch['p99_ms']:.1f} ms)\nV2 binary x64: {v2['images_per_s']:,.0f} images/s, "
             f"{v2['vs_batch']:.1f}x /predict/batch, {v2['vs_single_predict']:.1f}x single /predict"
         )
-        print(f"model call {one['model_call_us']:.0f} us of a {one['request_us']:.0f} us request (server-side mean)")
     cost = results["production_cost"]
     print(
         f"production settings (access log on) against LOG_LEVEL=warning: {cost['ratio']:.2f} of the req/s, "
         f"{cost['ratio_per_core']:.2f} per server core"
     )
+    print(f"model call {cost['model_call_us']:.0f} us of a {cost['request_us']:.0f} us request (server-side means)")
     ready = results["time_to_ready"]
     print(
         f"time to ready {ready['ready_s']:.2f} s vs import torch, fastapi {ready['import_torch_fastapi_s']:.2f} s "
