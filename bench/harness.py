@@ -63,7 +63,9 @@ def multipart(field: str, files: list[tuple[str, bytes]]) -> bytes:
     """A multipart/form-data body (MULTIPART_TYPE) with each (filename, bytes) in `field`."""
     parts = [
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + b"\r\n"
         for name, data in files
     ]
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
@@ -173,21 +175,30 @@ def stop(server: Server) -> None:
         RUNNING.remove(server)
 
 
-def stop_all() -> None:
-    """Stop whatever is still running (a server whose stop a second Ctrl+C cut short)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for server in list(RUNNING):
-        stop(server)
-
-
-def stop_on_sigterm() -> None:
-    """Treat SIGTERM as Ctrl+C: it unwinds through the `finally` blocks that stop the servers."""
+def measured(measure: Callable[[], None]) -> int:
+    """Run a benchmark's measurements; every server it started is stopped at the end, also on
+    Ctrl+C or SIGTERM. The exit status: 1 when a server failed, 130 when interrupted."""
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt  # SIGTERM as Ctrl+C: unwinds through the blocks that stop servers
 
     signal.signal(signal.SIGTERM, interrupt)
+    try:
+        measure()
+    except ServerUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the servers are stopped", file=sys.stderr)
+        return 130
+    finally:
+        # Each server stops as its `serving` block ends; this sweep finishes one whose stop a
+        # second Ctrl+C cut short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for server in list(RUNNING):
+            stop(server)
+    return 0
 
 
 @contextlib.contextmanager

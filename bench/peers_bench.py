@@ -50,12 +50,11 @@ from harness import (
     failure_line,
     free_port,
     launch,
+    measured,
     pair_result,
     report,
     serving,
     start_service,
-    stop_all,
-    stop_on_sigterm,
     wrk,
 )
 from machine import describe_machine
@@ -434,7 +433,6 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (scripts/system-deps.sh wrk, or apt-get install wrk)", file=sys.stderr)
         return 1
-    stop_on_sigterm()
     LOGS.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "date": date.today().isoformat(),
@@ -451,9 +449,10 @@ def main() -> int:
         "peers": {},
         "failures": {},
     }
-    with tempfile.TemporaryDirectory(prefix="mnist-serve-peers-") as folder:
-        work = make_workspace(Path(folder))
-        try:
+
+    def measure_peers() -> None:
+        with tempfile.TemporaryDirectory(prefix="mnist-serve-peers-") as folder:
+            work = make_workspace(Path(folder))
             for name in args.peers:
                 print(f"== {name}", flush=True)
                 try:
@@ -463,16 +462,10 @@ def main() -> int:
                         raise
                     print(f"SKIPPED {error}", flush=True)
                     results["failures"][name] = str(error)
-        except ServerUnavailableError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("interrupted: stopping the servers", file=sys.stderr)
-            return 130
-        finally:
-            # Each server stops as its `serving` block ends; this sweep finishes one whose stop a
-            # second Ctrl+C cut short.
-            stop_all()
+
+    status = measured(measure_peers)
+    if status:
+        return status
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_tables(results)
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")

@@ -24,8 +24,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -36,15 +36,13 @@ from harness import (
     REPO,
     WORK,
     Server,
-    ServerUnavailableError,
+    measured,
     multipart,
     pair_result,
     report,
     serving,
     start_python,
     start_service,
-    stop_all,
-    stop_on_sigterm,
     summarise,
     wrk,
 )
@@ -202,15 +200,6 @@ def time_to_ready(repeats: int) -> dict[str, float]:
     return result
 
 
-@contextmanager
-def stopping_servers() -> Iterator[None]:
-    stop_on_sigterm()
-    try:
-        yield
-    finally:
-        stop_all()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5, help="length of each measured wrk run")
@@ -229,20 +218,18 @@ def main() -> int:
         "load": f"wrk -t1 -c8, {args.rounds} rounds of {args.seconds} s, servers taking turns",
         "workers": {},
     }
-    try:
-        with stopping_servers():
-            for workers in args.workers:
-                print(f"== {workers} worker(s)", flush=True)
-                results["workers"][str(workers)] = compare_workers(bodies, workers, args)
-            print("== production settings against LOG_LEVEL=warning", flush=True)
-            results["production_cost"] = production_cost(args)
-            results["time_to_ready"] = time_to_ready(repeats=5)
-    except ServerUnavailableError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: the servers are stopped", file=sys.stderr)
-        return 130
+
+    def measure_all() -> None:
+        for workers in args.workers:
+            print(f"== {workers} worker(s)", flush=True)
+            results["workers"][str(workers)] = compare_workers(bodies, workers, args)
+        print("== production settings against LOG_LEVEL=warning", flush=True)
+        results["production_cost"] = production_cost(args)
+        results["time_to_ready"] = time_to_ready(repeats=5)
+
+    status = measured(measure_all)
+    if status:
+        return status
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")

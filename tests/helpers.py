@@ -42,11 +42,14 @@ def png_of(pixels: np.ndarray) -> bytes:
     return encode(Image.fromarray(pixels))
 
 
-def drawn_digit(digit: int, size: int = 280, ink: int = 0, paper: int = 255, mode: str = "L") -> Image.Image:
-    """A digit drawn the way a person would on a canvas: thick round strokes, dark on light."""
+def drawn_digit(
+    digit: int, size: int = 280, ink: int = 0, paper: int = 255, mode: str = "L", pen_width: int | None = None
+) -> Image.Image:
+    """A digit drawn the way a person would on a canvas: round strokes, dark on light, by default
+    with a pen a fourteenth of the canvas wide (1 px is a fine pen, 60 px a fat marker)."""
     image = Image.new(mode, (size, size), paper if mode == "L" else (paper,) * len(mode))
     draw = ImageDraw.Draw(image)
-    width = size // 14
+    width = size // 14 if pen_width is None else pen_width
     colour = ink if mode == "L" else (ink,) * len(mode)
     s = size / 280
     if digit == 0:
@@ -86,20 +89,6 @@ def multipart_body(fields: list[tuple[str, str, bytes]], boundary: str = "mnist-
             + b"\r\n"
         )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def pen_digit(digit: int, pen_width: int, size: int = 280, ink: int = 0, paper: int = 255) -> Image.Image:
-    """The strokes of `drawn_digit` drawn with a pen of any width: 1 px is a fine pen, 60 px a fat marker."""
-    image = Image.new("L", (size, size), paper)
-    draw = ImageDraw.Draw(image)
-    s = size / 280
-    if digit == 1:
-        draw.line([(140 * s, 45 * s), (140 * s, 235 * s)], fill=ink, width=pen_width, joint="curve")
-    elif digit == 7:
-        draw.line([(85 * s, 60 * s), (195 * s, 60 * s), (125 * s, 235 * s)], fill=ink, width=pen_width, joint="curve")
-    else:
-        raise ValueError(f"no pen drawing for {digit}")
-    return image
 
 
 def shaded_photo(pixels: np.ndarray, size: tuple[int, int] = (640, 480), seed: int = 0) -> bytes:

@@ -30,7 +30,7 @@ from mnist_core.contract import (
     network_inputs,
     pixels_to_input,
 )
-from tests.helpers import encode, pen_digit, png_of, shaded_photo
+from tests.helpers import drawn_digit, encode, png_of, shaded_photo
 
 
 def _upload(data: bytes) -> np.ndarray:
@@ -158,7 +158,7 @@ def test_a_shaded_photo_is_cropped_to_the_digit(mnist_test_split):
 @pytest.mark.parametrize("pen_width", [1, 2, 60], ids=["1px-pen", "2px-pen", "60px-marker"])
 @pytest.mark.parametrize("digit", [1, 7])
 def test_strokes_end_in_mnists_width_range(digit, pen_width):
-    drawing = pen_digit(digit, pen_width)
+    drawing = drawn_digit(digit, pen_width=pen_width)
     drawn_width = stroke_width(ink_strokes(np.asarray(drawing))[0])
     assert not MNIST_STROKE_BAND[0] <= drawn_width <= MNIST_STROKE_BAND[1]
     normalised = _upload(encode(drawing))

@@ -148,6 +148,13 @@ async def _read_uploads(request: Request, field: str, usage: str) -> list[Upload
     return uploads
 
 
+async def _predictions(request: Request, field: str, usage: str) -> list[dict[str, Any]]:
+    """The prediction bodies for the files sent in `field`, by the model version the query names."""
+    classifier = _requested_classifier(request)
+    uploads = await _read_uploads(request, field, usage)
+    return prediction_bodies(await inference_core(request).classify_files(classifier, uploads))
+
+
 @prediction_router.post(
     "/predict",
     summary="Classify one digit image",
@@ -157,9 +164,7 @@ async def _read_uploads(request: Request, field: str, usage: str) -> list[Upload
     openapi_extra=_upload_body("file", many=False),
 )
 async def predict(request: Request) -> Response:
-    classifier = _requested_classifier(request)
-    uploads = await _read_uploads(request, "file", "curl -F file=@digit.png .../predict")
-    [body] = prediction_bodies(await inference_core(request).classify_files(classifier, uploads))
+    [body] = await _predictions(request, "file", "curl -F file=@digit.png .../predict")
     annotate_access_log(
         request,
         model=body["model"],
@@ -180,13 +185,11 @@ async def predict(request: Request) -> Response:
     openapi_extra=_upload_body("files", many=True),
 )
 async def predict_batch(request: Request) -> Response:
-    classifier = _requested_classifier(request)
-    uploads = await _read_uploads(request, "files", "curl -F files=@a.png -F files=@b.png .../predict/batch")
-    bodies = prediction_bodies(await inference_core(request).classify_files(classifier, uploads))
+    bodies = await _predictions(request, "files", "curl -F files=@a.png -F files=@b.png .../predict/batch")
     annotate_access_log(
         request,
-        model=classifier.info.name,
-        version=classifier.info.version,
+        model=bodies[0]["model"],
+        version=bodies[0]["version"],
         files=len(bodies),
         classes="".join(str(body["class"]) for body in bodies),
     )

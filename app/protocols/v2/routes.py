@@ -5,6 +5,7 @@ health and metadata routes go through FastAPI. Errors are `{"error": ...}` on ev
 (app/http/error_handlers.py).
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -63,8 +64,8 @@ def _path_parameters(versioned: bool) -> list[dict[str, Any]]:
 
 
 def _documented(versioned: bool, **extra: Any) -> dict[str, Any]:
-    parameters = _path_parameters(versioned) + extra.pop("parameters", [])
-    return {"parameters": parameters, **extra}
+    parameters = _path_parameters(versioned) + extra.get("parameters", [])
+    return {**extra, "parameters": parameters}
 
 
 _INFER_DOCUMENTATION: dict[str, Any] = {
@@ -122,35 +123,25 @@ def _model(request: Request) -> DigitClassifier:
     return inference_core(request).resolve(params["model_name"], params.get("model_version"))
 
 
-def _metadata(request: Request) -> dict[str, Any]:
-    name = _model(request).info.name
-    versions = inference_core(request).repository.served[name].versions
-    return {
-        "name": name,
-        "versions": [str(version) for version in versions],
-        "platform": PLATFORM,
-        "inputs": [spec.metadata() for spec in MODEL_INPUTS],
-        "outputs": [spec.metadata() for spec in MODEL_OUTPUTS],
-    }
-
-
 _MODEL_ERRORS: dict[int | str, dict[str, Any]] = {401: _UNAUTHORIZED, 404: _NOT_FOUND, 503: _NOT_READY}
 
 
-# Each route also answers under /versions/{model_version}: the same function, registered twice.
-@model_router.get(
-    "/{model_name}",
-    summary="Model metadata",
-    response_model=ModelMetadata,
-    responses=_MODEL_ERRORS,
-    openapi_extra=_documented(versioned=False),
-)
-@model_router.get(
-    "/{model_name}/versions/{model_version}",
-    summary="Model metadata",
-    response_model=ModelMetadata,
-    responses=_MODEL_ERRORS,
-    openapi_extra=_documented(versioned=True),
+def _unversioned_and_versioned(register: Callable[..., Callable], suffix: str, **options: Any) -> Callable:
+    """Register an endpoint at /{model_name}<suffix> and at /{model_name}/versions/{model_version}<suffix>:
+    the protocol's optional versioned form, served by the same function."""
+    extra = options.pop("openapi_extra", {})
+
+    def register_both(endpoint: Callable) -> Callable:
+        for versioned in (False, True):
+            path = "/{model_name}" + ("/versions/{model_version}" if versioned else "") + suffix
+            register(path, openapi_extra=_documented(versioned, **extra), **options)(endpoint)
+        return endpoint
+
+    return register_both
+
+
+@_unversioned_and_versioned(
+    model_router.get, "", summary="Model metadata", response_model=ModelMetadata, responses=_MODEL_ERRORS
 )
 async def model_metadata(request: Request) -> dict[str, Any]:
     name = _model(request).info.name
@@ -164,37 +155,20 @@ async def model_metadata(request: Request) -> dict[str, Any]:
     }
 
 
-@model_router.get(
-    "/{model_name}/ready",
-    summary="Model readiness",
-    response_model=ModelReady,
-    responses=_MODEL_ERRORS,
-    openapi_extra=_documented(versioned=False),
-)
-@model_router.get(
-    "/{model_name}/versions/{model_version}/ready",
-    summary="Model readiness",
-    response_model=ModelReady,
-    responses=_MODEL_ERRORS,
-    openapi_extra=_documented(versioned=True),
+@_unversioned_and_versioned(
+    model_router.get, "/ready", summary="Model readiness", response_model=ModelReady, responses=_MODEL_ERRORS
 )
 async def model_ready(request: Request) -> dict[str, Any]:
     return {"name": _model(request).info.name, "ready": True}
 
 
-@infer_router.post(
-    "/{model_name}/infer",
+@_unversioned_and_versioned(
+    infer_router.post,
+    "/infer",
     summary="Inference (JSON tensors, or Triton's binary tensor data extension)",
     response_model=InferenceResponse,
     responses=_INFER_ERRORS,
-    openapi_extra=_documented(versioned=False, **_INFER_DOCUMENTATION),
-)
-@infer_router.post(
-    "/{model_name}/versions/{model_version}/infer",
-    summary="Inference (JSON tensors, or Triton's binary tensor data extension)",
-    response_model=InferenceResponse,
-    responses=_INFER_ERRORS,
-    openapi_extra=_documented(versioned=True, **_INFER_DOCUMENTATION),
+    openapi_extra=_INFER_DOCUMENTATION,
 )
 async def infer(request: Request) -> Response:
     classifier = _model(request)
