@@ -41,7 +41,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8000 \
     WORKERS=1 \
-    MODEL_PATH=/srv/models/mnist/1/model.pt
+    MODEL_REPOSITORY=/srv/models
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

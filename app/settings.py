@@ -22,6 +22,13 @@ class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
 
 
+# Settings that earlier versions read, and what replaces them: set, they stop the service with
+# this advice rather than be ignored without a word.
+RETIRED_SETTINGS = {
+    "MAX_CONCURRENCY": "uploads are bounded by the bytes in progress per worker; set BODY_BUFFER_BYTES instead",
+}
+
+
 @dataclass(frozen=True)
 class VersionPolicies:
     """MODEL_VERSIONS: the versions each named model serves (None: all on disk); unnamed models serve their latest."""
@@ -137,6 +144,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         environ = os.environ if environ is None else environ
+        for name, advice in RETIRED_SETTINGS.items():
+            if environ.get(name, "").strip():
+                raise SettingsError(f"{name} is no longer a setting: {advice}")
         values = {}
         for spec in fields(cls):
             raw = environ.get(spec.metadata["env"])

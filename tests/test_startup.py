@@ -155,8 +155,9 @@ def test_lifespan_refuses_to_start_with_bad_weights(tmp_path: Path):
         ({"MODEL_PATH": "no/such/weights.pt"}, "cannot start: no/such/weights.pt: weights file not found"),
         ({"DEVICE": "cuda:7"}, "cannot start: cannot serve models/mnist/1/model.pt on DEVICE=cuda:7"),
         ({"MAX_BATCH": "many"}, "error: MAX_BATCH='many' is not a valid int"),
+        ({"MAX_CONCURRENCY": "64"}, "error: MAX_CONCURRENCY is no longer a setting: uploads are bounded by the bytes"),
     ],
-    ids=["missing-weights", "missing-device", "bad-setting"],
+    ids=["missing-weights", "missing-device", "bad-setting", "retired-setting"],
 )
 def test_the_real_server_exits_non_zero_with_one_clear_line(environment, expected_line):
     if "DEVICE" in environment and torch.cuda.device_count() > 7:
