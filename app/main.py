@@ -14,10 +14,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import cv2
 import torch
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from threadpoolctl import threadpool_limits
 
 from app.http.error_handlers import install_error_handlers
 from app.http.front import ServiceFront
@@ -62,7 +64,7 @@ def build_repository(settings: Settings) -> ModelRepository:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_logging(settings.log_level, settings.log_format)
-    torch.set_num_threads(settings.torch_threads)
+    _limit_threads(settings.torch_threads)
     repository = build_repository(settings)
     repository.refresh()
     if settings.default_model not in repository.served:
@@ -83,6 +85,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await poller
         app.state.core = None
         metrics.mark_worker_exited()
+
+
+def _limit_threads(threads: int) -> None:
+    """TORCH_THREADS for every library that computes: torch, numpy's BLAS (the deskew step's
+    products) and OpenCV. Throughput comes from worker processes, one per core; a batch of a few
+    hundred digits would otherwise make numpy's BLAS take a second core behind the worker's back."""
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)
+    cv2.setNumThreads(threads)
 
 
 def _nothing_to_serve(repository: ModelRepository, settings: Settings) -> str:

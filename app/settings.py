@@ -90,7 +90,9 @@ class Settings:
         metadata=_env("ALLOW_SHA256_MISMATCH", "serve weights even if their sha256 differs from their .json's"),
     )
     device: str = field(default="auto", metadata=_env("DEVICE", "auto (CUDA when available), cpu, cuda or cuda:N"))
-    torch_threads: int = field(default=1, metadata=_env("TORCH_THREADS", "intra-op CPU threads per worker", 1))
+    torch_threads: int = field(
+        default=1, metadata=_env("TORCH_THREADS", "CPU threads per worker for torch, numpy and OpenCV", 1)
+    )
     workers: int = field(default=1, metadata=_env("WORKERS", "uvicorn worker processes (python -m app)", 1))
     host: str = field(default="127.0.0.1", metadata=_env("HOST", "address to listen on (python -m app)"))
     port: int = field(default=8000, metadata=_env("PORT", "port to listen on (python -m app)", 1))

@@ -177,9 +177,9 @@ async def infer(request: Request) -> Response:
         await request.body(), request.headers.get(HEADER_LENGTH), request.app.state.settings.max_batch
     )
     if parsed.input.name == "image":
-        result = core.classify_digits(classifier, parsed.array)
+        result = await core.classify_digits(classifier, parsed.array)
     else:
-        result = core.classify_inputs(classifier, parsed.array)
+        result = await core.classify_inputs(classifier, parsed.array)
     info = classifier.info
     body, headers = encode_infer_response(parsed, info.name, info.version, result.probabilities, result.classes)
     annotate_access_log(
