@@ -9,7 +9,7 @@ import pytest
 import tritonclient.http as triton
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from tests.helpers import png_of
+from tests.helpers import REPO_ROOT, png_of
 from tests.system.serving import start_service, wait_until_ready
 
 pytestmark = pytest.mark.system
@@ -138,3 +138,14 @@ def test_the_kserve_sdk_checks_health_and_classifies_binary_tensors(service, dig
     health, classes = asyncio.run(classify())
     assert health == [True, True, True]
     assert (classes == labels).mean() == (predict_classes == labels).mean()
+
+
+def test_the_readmes_tritonclient_example_runs_as_written(service, capsys, monkeypatch):
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## The Open Inference Protocol (V2)", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "127.0.0.1:8000" in example
+    monkeypatch.chdir(REPO_ROOT)
+    exec(compile(example.replace("127.0.0.1:8000", service.removeprefix("http://")), "README.md", "exec"), {})  # noqa: S102
+    printed = capsys.readouterr().out
+    assert printed.startswith("[7] [[0. 0. 0. 0. 0. 0. 0. 1. 0. 0.]]")
