@@ -94,7 +94,7 @@ def test_unknown_models_and_versions_are_not_found(tmp_path: Path):
     repository = _repository(tmp_path)
     with pytest.raises(ModelNotFoundError, match=r"no model named 'nope' is served; served models: mnist"):
         repository.resolve("nope", None)
-    for version in ("2", "0", "-1", "abc", "1" * 40):
+    for version in ("2", "0", "01", "-1", "abc", "1" * 40, "\N{SUPERSCRIPT ONE}", "\N{ARABIC-INDIC DIGIT ONE}"):
         with pytest.raises(ModelNotFoundError, match="has no version"):
             repository.resolve("mnist", version)
 

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from app.protocols.v2.tensors import V2Error, parse_infer_request
 from tests.conftest import make_client
 from tests.helpers import png_of
 
@@ -284,20 +285,7 @@ def _binary_image(size_declared, payload: bytes, **header_extra) -> tuple[bytes,
         (lambda: (_binary_image(784, b"\0" * 784)[0], {"Inference-Header-Content-Length": "0"}), "raw binary requests"),
         (lambda: (_binary_image(784, b"\0" * 784)[0], {"Inference-Header-Content-Length": "10"}), "not valid JSON"),
         (lambda: _binary_body(_json_input("image", "UINT8", [1, 28, 28], _ZEROS), b"\0" * 4), "no input declares"),
-        (
-            lambda: _binary_body(
-                {
-                    "inputs": [
-                        {
-                            **_json_input("image", "UINT8", [1, 28, 28], _ZEROS)["inputs"][0],
-                            "parameters": {"binary_data_size": 784},
-                        }
-                    ]
-                },
-                b"\0" * 784,
-            ),
-            "has both 'data' and binary_data_size",
-        ),
+        (lambda: _binary_body(_both_data_and_binary(), b"\0" * 784), "has both 'data' and binary_data_size"),
     ],
     ids=[
         "size-vs-shape",
@@ -337,3 +325,11 @@ def test_v2_requests_are_counted_and_logged_under_their_route_template(client, m
     metrics = client.get("/metrics").text
     assert 'mnist_http_requests_total{method="POST",route="/v2/models/{model_name}/infer",status="200"}' in metrics
     assert 'mnist_predictions_total{class="7",model="mnist",version="1"}' in metrics
+
+
+@pytest.mark.parametrize("header_length", ["\N{SUPERSCRIPT THREE}", "\N{ARABIC-INDIC DIGIT ONE}", "1e3", " 12"])
+def test_a_header_length_that_is_not_plain_digits_is_a_400_error(header_length):
+    """A latin-1 header can carry "³", which str.isdigit takes and int() refuses."""
+    body, _ = _binary_image(784, b"\0" * 784)
+    with pytest.raises(V2Error, match="Inference-Header-Content-Length must be the size of the JSON header"):
+        parse_infer_request(body, header_length, max_batch=64)

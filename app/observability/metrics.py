@@ -38,7 +38,7 @@ REQUEST_SECONDS = Histogram(
 IN_FLIGHT = Gauge("mnist_http_requests_in_flight", "HTTP requests being handled now", multiprocess_mode="livesum")
 INFERENCE_SECONDS = Histogram(
     "mnist_inference_duration_seconds",
-    "Time of the model call alone (forward pass and softmax), per call",
+    "Time of one model call (contract steps, forward pass, softmax), for one micro-batch of requests",
     buckets=_INFERENCE_BUCKETS,
 )
 PREDICTIONS = Counter(

@@ -19,6 +19,7 @@ from app.inference.classifier import DigitClassifier, ModelLoadError, load_class
 from app.observability import metrics
 from app.repository.layout import Fingerprint, RepositoryError, VersionFolder
 from app.settings import VersionPolicies
+from mnist_core.files import VERSION_PATTERN
 
 logger = logging.getLogger("mnist.repository")
 
@@ -82,7 +83,8 @@ class ModelRepository:
             raise ModelNotFoundError(f"no model named {name[:80]!r} is served; served models: {known}")
         if version is None:
             return served.versions[served.default_version]
-        classifier = served.versions.get(int(version)) if version.isdigit() and len(version) < 10 else None
+        # The repository's own spelling of a version; str.isdigit would also take "³" or "٣".
+        classifier = served.versions.get(int(version)) if VERSION_PATTERN.fullmatch(version) else None
         if classifier is None:
             known = ", ".join(map(str, served.versions))
             raise ModelNotFoundError(f"model {name!r} has no version {version[:20]!r}; served versions: {known}")

@@ -41,7 +41,8 @@ def test_metrics_count_requests_across_two_workers():
         metrics = httpx.get(f"{url}/metrics").text
         assert _sample(metrics, "mnist_http_requests_total", route="/predict", status="200") == 40
         assert _sample(metrics, "mnist_predictions_total", **{"class": "7"}) == 40
-        assert _sample(metrics, "mnist_inference_duration_seconds_count") == 40
+        # One model call per micro-batch: requests that arrive together share one.
+        assert 1 <= _sample(metrics, "mnist_inference_duration_seconds_count") <= 40
         assert _sample(metrics, "mnist_model_info", model="mnist") == 1  # "max" across workers, not a sum
     finally:
         process.terminate()

@@ -104,7 +104,8 @@ def parse_infer_request(body: bytes, header_length: str | None, max_batch: int) 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    # isascii too: a latin-1 header may hold "³", which isdigit takes and int refuses.
+    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
         raise V2Error(
             f"Inference-Header-Content-Length must be the size of the JSON header, at most the body's "
             f"{len(body)} bytes; got {header_length[:20]!r}"
