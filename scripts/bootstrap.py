@@ -3,18 +3,26 @@
 
     python3 scripts/bootstrap.py env [--venv .venv] [EXTRA ...]   # the project, editable, with extras
     python3 scripts/bootstrap.py tool NAME REQUIREMENT ...        # a tool alone in .venv-tools/NAME
+    python3 scripts/bootstrap.py lock [UV-LOCK-OPTION ...]          # uv.lock anew, and the image's requirements
 
 Standard library only, so plain python3 (3.11 or newer) is the only prerequisite. Installs go
-through uv, which this script first installs with pip into .venv-tools/uv: on a fresh clone uv
-sets the environment up about three times faster than pip, and `--torch-backend auto` picks the
-torch build from the machine: without an NVIDIA GPU the CPU build from PyTorch's CPU wheel index
-(about 0.7 GB installed), with one the CUDA build that matches the driver. Where PyTorch's index
-is out of reach, torch comes from PyPI, whose Linux x86_64 wheel is the CUDA build (about 5.5 GB).
+through uv, which this script first installs with pip into .venv-tools/uv, and come from the
+committed lock, uv.lock: `uv export --frozen` turns the lock into the requirements of the extras
+asked for, with every version exact and every file's sha256, and `uv pip install --require-hashes`
+installs exactly those. A fresh clone next month gets the packages of today.
+
+torch is the one choice the machine makes. Its version is the lock's; its build is either the
+lock's own file from PyPI (the CUDA build on Linux x86_64, about 5.5 GB installed) or, where
+PyTorch's wheel index answers, the same version from there (`--torch-backend auto`: the CPU build
+without an NVIDIA GPU, about 0.7 GB, the CUDA build that matches the driver with one). PyTorch's
+index serves its own files, whose hashes the lock cannot hold (the lock is made from PyPI), so
+that build's torch and torchvision are installed by version from that index, and every other
+package, torch's own dependencies too, still comes from the lock.
 
 A lock on each environment (fcntl.flock) lets `make run` and `make test` start together: the
 second waits for the first, then installs only what its extras add, keeping the torch build the
-first one chose. One stamp per set of extras records the pyproject.toml it installed, so a
-changed pyproject.toml installs again.
+first one chose. One stamp per set of extras records the pyproject.toml and uv.lock it installed,
+so a changed one installs again.
 """
 
 # Annotations stay unevaluated, so that an older python3 gets main()'s one-line answer, not a TypeError.
@@ -123,8 +131,7 @@ def create_venv(uv: Path, venv: Path) -> None:
 
 @dataclass(frozen=True)
 class TorchPlan:
-    uv_options: list[str]  # --torch-backend, or nothing for PyPI's default wheel
-    pins: list[str]  # requirements added so that installing extras never swaps torch
+    backend: str | None  # --torch-backend for PyTorch's index, or None for the lock's own file from PyPI
     description: str  # which build, from where, how large
 
 
@@ -163,41 +170,57 @@ def pytorch_index_unreachable() -> str | None:
         return str(error) or type(error).__name__
 
 
-def torch_plan(python: Path) -> TorchPlan:
+def locked_versions() -> dict[str, str]:
+    """Each package's version in uv.lock (the project's own included)."""
+    import tomllib
+
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    return {package["name"]: package["version"] for package in lock["package"] if "version" in package}
+
+
+def torch_plan(python: Path, torch_version: str) -> TorchPlan:
     installed = installed_version(python, "torch")
-    if installed is not None:
-        # '2.15.0+cpu' came from PyTorch's CPU index, '+cu128' from a CUDA one, no label from PyPI:
+    if installed is not None and installed.partition("+")[0] == torch_version:
+        # '2.14.1+cpu' came from PyTorch's CPU index, '+cu128' from a CUDA one, no label from PyPI:
         # torchvision (the train extra) must come from the same place, built for this torch.
         label = installed.partition("+")[2]
-        return TorchPlan(
-            uv_options=["--torch-backend", label] if label else [],
-            pins=[f"torch=={installed}"],
-            description=f"torch {installed} is installed already; keeping it",
-        )
+        return TorchPlan(label or None, f"torch {installed} is installed already; keeping it")
     gpu = nvidia_gpu()
     reason = pytorch_index_unreachable()
     cuda_size = "about 3 GB to download (torch and about 20 nvidia-* packages), 5.5 GB installed"
     if reason is None:
         if gpu:
             where = f"the CUDA build that matches this machine's NVIDIA driver ({gpu}), from PyTorch's index"
-            return TorchPlan(["--torch-backend", "auto"], [], f"torch: {where}: {cuda_size}")
+            return TorchPlan("auto", f"torch {torch_version}: {where}: {cuda_size}")
         where = "the CPU build (no NVIDIA GPU found), from PyTorch's CPU index"
-        return TorchPlan(["--torch-backend", "auto"], [], f"torch: {where}: about 0.2 GB to download, 0.7 GB installed")
+        return TorchPlan("auto", f"torch {torch_version}: {where}: about 0.2 GB to download, 0.7 GB installed")
     unreachable = f"PyTorch's wheel index is out of reach ({PYTORCH_INDEX_PROBE}: {reason})"
     if platform.system() != "Linux" or platform.machine() != "x86_64":
-        return TorchPlan([], [], f"torch: {unreachable}; PyPI's wheel, a CPU build on this platform")
+        return TorchPlan(None, f"torch {torch_version}: {unreachable}; the lock's wheel, a CPU build on this platform")
     if gpu:
-        return TorchPlan([], [], f"torch: {unreachable}; PyPI's CUDA build for {gpu}: {cuda_size}")
+        return TorchPlan(None, f"torch {torch_version}: {unreachable}; the lock's CUDA build for {gpu}: {cuda_size}")
     return TorchPlan(
-        [],
-        [],
-        f"torch: {unreachable}, so PyPI's default wheel, which is the CUDA build though no NVIDIA GPU was "
-        f"found: {cuda_size} (the CPU build would be 0.7 GB)",
+        None,
+        f"torch {torch_version}: {unreachable}, so the lock's wheel from PyPI, which is the CUDA build though no "
+        f"NVIDIA GPU was found: {cuda_size} (the CPU build would be 0.7 GB)",
     )
 
 
-def _pyproject_digest() -> str:
-    return hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+def export_lock(uv: Path, extras: list[str], destination: Path, *, without_torch: bool, hashes: bool = True) -> None:
+    """The lock's requirements for `extras`, as a pip requirements file; without_torch prunes torch,
+    torchvision and what only they need (the nvidia-* libraries, triton)."""
+    command: list[str | Path] = [uv, "export", "--frozen", "--format", "requirements-txt", "--no-emit-project"]
+    command += [f"--extra={extra}" for extra in extras]
+    command += ["--prune=torch", "--prune=torchvision"] if without_torch else []
+    command += [] if hashes else ["--no-hashes"]
+    _run([*command, "--quiet", "--output-file", destination], "uv export (uv.lock is out of date? run `make lock`)")
+
+
+def _lock_digest() -> str:
+    return "".join(
+        f"{name} sha256 {hashlib.sha256((REPO / name).read_bytes()).hexdigest()}\n"
+        for name in ("pyproject.toml", "uv.lock")
+    )
 
 
 def setup_env(venv: Path, extras: list[str]) -> None:
@@ -210,7 +233,7 @@ def setup_env(venv: Path, extras: list[str]) -> None:
     name = "-".join(extras) or "serve"
     with locked(venv):
         stamp = venv / f".installed-{name}"
-        expected = f"pyproject.toml sha256 {_pyproject_digest()}\n"
+        expected = _lock_digest()
         if stamp.exists() and stamp.read_text() == expected:
             return
         started = time.monotonic()
@@ -218,17 +241,62 @@ def setup_env(venv: Path, extras: list[str]) -> None:
         python = _venv_python(venv)
         if not python.exists():
             create_venv(uv, venv)
-        plan = torch_plan(python)
+        versions = locked_versions()
+        plan = torch_plan(python, versions["torch"])
         say(plan.description)
-        target = f".[{','.join(extras)}]" if extras else "."
-        say(f"installing mnist-serve{target[1:]} (editable) and its dependencies with uv")
-        command = [uv, "pip", "install", "--python", python, *plan.uv_options, "-e", target, *plan.pins]
-        _run(command, "uv pip install")
+        say(f"installing the locked dependencies of mnist-serve[{','.join(extras)}] from uv.lock with uv")
+        requirements = venv / f".locked-{name}.txt"
+        export_lock(uv, extras, requirements, without_torch=plan.backend is not None)
+        _run([uv, "pip", "install", "--python", python, "--require-hashes", "-r", requirements], "uv pip install")
+        if plan.backend is not None:
+            # The same versions from PyTorch's index; the lock's own versions constrain anything they pull in.
+            constraints = venv / f".constraints-{name}.txt"
+            export_lock(uv, extras, constraints, without_torch=False, hashes=False)
+            wanted = [f"torch=={versions['torch']}"] + (
+                ["torchvision==" + versions["torchvision"]] if "train" in extras else []
+            )
+            command = [uv, "pip", "install", "--python", python, "--torch-backend", plan.backend, "-c", constraints]
+            _run([*command, *wanted], "uv pip install torch from PyTorch's index")
+        _run([uv, "pip", "install", "--quiet", "--python", python, "--no-deps", "-e", "."], "installing mnist-serve")
         stamp.write_text(expected)
         say(
             f"{_shown(venv)} is ready for '{name}' after {time.monotonic() - started:.0f} s: "
             f"{_size_gb(venv):.1f} GB, torch {installed_version(python, 'torch')}"
         )
+
+
+IMAGE_REQUIREMENTS = REPO / "docker" / "requirements.txt"
+IMAGE_REQUIREMENTS_HEADER = """\
+# The Docker image's locked dependencies: the service's own (no extras), from uv.lock, with hashes.
+# Made by `make lock` (scripts/bootstrap.py); tests/test_lock.py fails when it is out of date.
+# torch and its CUDA libraries are left out: the Dockerfile installs torch itself, at the lock's
+# version, as the CPU or CUDA build its build arguments choose.
+"""
+
+
+def _is_torch_build_part(requirement_line: str) -> bool:
+    name = requirement_line.split("==", 1)[0]
+    return name in ("torch", "triton") or name.startswith(("nvidia-", "cuda-"))
+
+
+def image_requirements(uv: Path) -> str:
+    """docker/requirements.txt as uv.lock says it must be."""
+    command = [uv, "export", "--frozen", "--format", "requirements-txt", "--no-emit-project", "--no-header"]
+    completed = subprocess.run([*command, "--no-annotate"], cwd=REPO, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise SetupError(f"uv export failed: {completed.stderr.strip()}")
+    entries = completed.stdout.replace(" \\\n    ", " ").splitlines()
+    return IMAGE_REQUIREMENTS_HEADER + "".join(
+        line.replace(" --hash", " \\\n    --hash") + "\n" for line in entries if not _is_torch_build_part(line)
+    )
+
+
+def lock(uv_options: list[str]) -> None:
+    """Resolve uv.lock again from pyproject.toml, then write the image's requirements from it."""
+    uv = ensure_uv()
+    _run([uv, "lock", *uv_options], "uv lock")
+    IMAGE_REQUIREMENTS.write_text(image_requirements(uv))
+    say(f"wrote uv.lock and {_shown(IMAGE_REQUIREMENTS)}; torch is {locked_versions()['torch']}")
 
 
 def setup_tool(name: str, requirements: list[str]) -> None:
@@ -264,10 +332,14 @@ def main() -> int:
     tool = commands.add_parser("tool", help="an isolated virtual environment in .venv-tools/NAME")
     tool.add_argument("name")
     tool.add_argument("requirements", nargs="+")
+    relock = commands.add_parser("lock", help="uv.lock anew from pyproject.toml, and docker/requirements.txt from it")
+    relock.add_argument("uv_options", nargs=argparse.REMAINDER, help="passed to uv lock, e.g. --upgrade")
     args = parser.parse_args()
     try:
         if args.command == "env":
             setup_env(args.venv if args.venv.is_absolute() else REPO / args.venv, args.extras)
+        elif args.command == "lock":
+            lock(args.uv_options)
         else:
             setup_tool(args.name, args.requirements)
     except SetupError as error:

@@ -69,21 +69,25 @@ fi
 step "base image tarball ($base_tar)"
 
 # Wheels for the image, downloaded on the host (pip inside a container has no trusted route out):
-# the torch the Dockerfile names, from its index where that is reachable, else wherever this
-# machine's pip configuration finds it.
+# the locked set with its hashes, and torch at the lock's version, as the Dockerfile's build (the
+# CPU one) where its index is reachable, else PyPI's own build of that version.
 torch_version="$(sed -n 's/^ARG TORCH_VERSION=//p' Dockerfile)"
 torch_index="$(sed -n 's/^ARG TORCH_INDEX=//p' Dockerfile)"
-index_options=()
+torch_options=()
 if curl -s -m 3 -o /dev/null "$torch_index/torch/"; then
-  index_options=(--extra-index-url "$torch_index")
+  torch_options=(--extra-index-url "$torch_index")
+else
+  torch_version="${torch_version%%+*}"
 fi
+# Every manylinux tag the base image's glibc (2.36) takes up to 2.28, as pip would list them there.
+platform_options=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --platform any
+  --platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
+for minor in $(seq 5 28); do platform_options+=(--platform "manylinux_2_${minor}_x86_64"); done
 mkdir -p "$cache/wheels"
-if ! "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: "${index_options[@]}" \
-  --python-version 3.11 --implementation cp --abi cp311 \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
-  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 \
-  --platform manylinux1_x86_64 --platform any \
-  -d "$cache/wheels" "torch==$torch_version" -r docker/requirements.txt >"$work/pip-download.log" 2>&1; then
+if ! { "$python" -m pip download --quiet --disable-pip-version-check "${platform_options[@]}" \
+         -d "$cache/wheels" --require-hashes -r docker/requirements.txt \
+       && "$python" -m pip download --quiet --disable-pip-version-check "${platform_options[@]}" \
+         "${torch_options[@]}" -d "$cache/wheels" "torch==$torch_version"; } >"$work/pip-download.log" 2>&1; then
   cat "$work/pip-download.log"
   echo "[smoke] pip download failed (output above)"
   exit 1
@@ -107,7 +111,8 @@ docker info >/dev/null
 step "Docker engine started (pid $(cat "$work/dockerd.pid"))"
 
 docker import - local/py311-bookworm:base <"$base_tar" >/dev/null
-docker build --quiet --network none --build-arg BASE=local/py311-bookworm:base -t "$image" . >/dev/null
+docker build --quiet --network none --build-arg BASE=local/py311-bookworm:base \
+  --build-arg TORCH_VERSION="$torch_version" -t "$image" . >/dev/null
 echo "[smoke] image $image: $(docker image inspect "$image" --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}')"
 step "offline image build"
 
