@@ -1,15 +1,17 @@
 # Every target sets up what it needs: a fresh clone only needs `make run` or `make test`, and the
 # two may start together. scripts/bootstrap.py (plain python3) creates $(VENV) under a lock and
-# installs the project with the extras a target names, picking the torch build for this machine.
+# installs the locked versions (uv.lock) of what the extras a target names need, picking the
+# torch build for this machine.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/datasets
+ROUNDS ?= 5
 SETUP := $(PYTHON) scripts/bootstrap.py env --venv $(VENV)
 
-.PHONY: run test test-system lint train samples bench bench-peers bench-robust bench-train clean
+.PHONY: run test test-system test-stress lint lock train samples bench bench-peers bench-robust bench-train clean
 
-run:  ## serve models/mnist/1/model.pt on http://127.0.0.1:8000
+run:  ## serve the model repository models/ on http://127.0.0.1:8000
 	@$(SETUP)
 	$(BIN)/python -m app
 
@@ -24,6 +26,13 @@ test-system:  ## slow suites: browser, load, fuzz, deployment files, then the Do
 	scripts/system-deps.sh
 	$(BIN)/python -m pytest -m system
 	scripts/docker-smoke.sh
+
+test-stress:  ## the fast suite in ROUNDS rounds of two copies at once beside a CPU hog, then under other torch kernel sets
+	@$(SETUP) train dev
+	scripts/stress-suite.sh $(ROUNDS)
+
+lock:  ## resolve uv.lock again from pyproject.toml (ARGS="--upgrade" for the newest allowed), and docker/requirements.txt
+	$(PYTHON) scripts/bootstrap.py lock $(ARGS)
 
 lint:
 	@$(SETUP) train dev
@@ -56,5 +65,7 @@ bench-train:  ## classic DataLoader loop vs in-memory loop, side by side
 	@$(SETUP) train dev
 	$(BIN)/python bench/train_bench.py --data-dir $(DATA_DIR)
 
-clean:
-	rm -rf $(VENV) .venv-tools .pytest_cache .ruff_cache
+clean:  ## remove what set-up, tests and a failed download left; keeps dataset/ if it holds MNIST
+	rm -rf $(VENV) .venv-tools .pytest_cache .ruff_cache .hypothesis *.egg-info artifacts bench/.work
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	-find dataset -depth -type d -empty -delete 2>/dev/null

@@ -3,6 +3,7 @@
 import pytest
 
 from tests.conftest import make_client
+from tests.helpers import REPO_ROOT
 
 KEY = "correct horse battery staple"
 _V2_REQUEST = {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0] * 784}]}
@@ -16,7 +17,7 @@ def keyed_client():
 
 @pytest.fixture(scope="module")
 def digit() -> bytes:
-    with open("samples/7.png", "rb") as stream:
+    with (REPO_ROOT / "samples" / "7.png").open("rb") as stream:
         return stream.read()
 
 

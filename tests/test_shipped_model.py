@@ -20,6 +20,11 @@ from training.evaluate import evaluate
 from training.recipes import RECIPES, REFERENCE, ROBUST
 from training.train import train
 
+# Inference on another CPU or torch build may flip a near-tie; retraining there ends elsewhere in
+# weight space (0 of 10,000 answers changed on this machine's three kernel sets; see the README).
+FLIPPED_DIGITS_ALLOWED = 3
+RETRAINED_DIGITS_ALLOWED = 50
+
 # model name -> (its shipped version folder, the recipe that trained it)
 SHIPPED = {
     "mnist": (REPO_ROOT / "models" / "mnist" / "1", ROBUST),
@@ -63,8 +68,11 @@ def test_shipped_model_scores_what_it_records_on_the_real_test_set(mnist_test_sp
     evaluation = evaluate(_model(folder), torch.from_numpy(inputs), mnist_test_split.labels)
     assert evaluation.total == 10_000
     assert evaluation.accuracy >= least_accuracy
-    assert evaluation.correct == metadata["test"]["correct"]
-    assert evaluation.confusion.tolist() == metadata["test"]["confusion_matrix"]
+    # Another CPU or torch build rounds differently and may flip a digit whose two best scores
+    # all but tie; the recorded figures hold to within a few digits everywhere.
+    assert abs(evaluation.correct - metadata["test"]["correct"]) <= FLIPPED_DIGITS_ALLOWED
+    recorded = np.array(metadata["test"]["confusion_matrix"])
+    assert np.abs(evaluation.confusion.numpy() - recorded).sum() <= 2 * FLIPPED_DIGITS_ALLOWED
 
 
 def test_contract_equals_torchvision_to_tensor_then_flatten(mnist_test_split):
@@ -74,21 +82,33 @@ def test_contract_equals_torchvision_to_tensor_then_flatten(mnist_test_split):
     assert np.array_equal(pixels_to_input(images.numpy()), classic.numpy())
 
 
-def test_the_reference_recipe_reproduces_the_shipped_reference_weights_byte_for_byte(mnist_test_split, tmp_path):
-    """`python -m training --data-dir ../shared/datasets --no-download`, written to a scratch folder."""
+def test_the_reference_recipe_retrains_the_shipped_reference_model(mnist_test_split, tmp_path):
+    """`python -m training --data-dir ../shared/datasets --no-download`, written to a scratch folder.
+
+    The weights' bytes depend on the CPU's kernels (AVX-512, AVX2 or none round sums differently,
+    and ten epochs carry the differences on), so the retrained model is compared by what it does:
+    its test accuracy within a few digits of the recorded one and near-total agreement with the
+    shipped model's answers. On one machine the same recipe gives the same bytes every time
+    (test_a_recipe_is_deterministic_on_real_digits)."""
     version = tmp_path / "1"
     assert training_main(["--data-dir", str(MNIST_DIR), "--no-download", "--out", str(version), "--quiet"]) == 0
     shipped, _ = SHIPPED["mnist-reference"]
-    assert file_sha256(version / WEIGHTS_FILENAME) == file_sha256(shipped / WEIGHTS_FILENAME)
+    retrained = _metadata(version)
+    assert abs(retrained["test"]["correct"] - _metadata(shipped)["test"]["correct"]) <= RETRAINED_DIGITS_ALLOWED
+    inputs = torch.from_numpy(network_inputs(mnist_test_split.inputs().numpy(), retrained["input_contract"]))
+    with torch.inference_mode():
+        answers, shipped_answers = (_model(folder)(inputs).argmax(1) for folder in (version, shipped))
+    assert (answers != shipped_answers).sum().item() <= RETRAINED_DIGITS_ALLOWED
 
 
-def test_the_robust_recipe_is_deterministic_on_real_digits(mnist_test_split):
-    """The full robust recipe takes about a minute, too long to retrain here: the same recipe on
-    2,000 training digits for 2 epochs, twice with the same seed, must give the same weights."""
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_a_recipe_is_deterministic_on_real_digits(mnist_test_split, recipe):
+    """Each recipe on 2,000 training digits for 2 epochs, twice with the same seed, gives the
+    same weights to the bit on this machine (whatever machine that is)."""
     train_split, _ = load_mnist(MNIST_DIR, download=False)
     subset = MnistSplit(train_split.images[:2000], train_split.labels[:2000])
     test_subset = MnistSplit(mnist_test_split.images[:500], mnist_test_split.labels[:500])
-    config = dataclasses.replace(RECIPES["robust"].config, epochs=2)
+    config = dataclasses.replace(RECIPES[recipe].config, epochs=2)
     first, again = (train(subset, test_subset, config, torch.device("cpu")) for _ in range(2))
     weights, weights_again = first.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(weights[key], weights_again[key]) for key in weights)
