@@ -41,7 +41,7 @@ DESCRIPTION = """
 Classifies handwritten digits with the classic MNIST feed-forward network (784 -> 50 -> ReLU -> 10),
 serving every model in the model repository.
 
-Send an image with `curl -F file=@digit.png http://127.0.0.1:8000/predict`. A 28x28 grayscale
+Send an image with `curl -F file=@digit.png {server}/predict`. A 28x28 grayscale
 MNIST-style digit is used as is; photos, scans and drawings are normalised like MNIST first.
 Errors are JSON `{"detail": "..."}` with the status codes listed on each endpoint.
 
@@ -108,7 +108,16 @@ def _nothing_to_serve(repository: ModelRepository, settings: Settings) -> str:
 def create_app(settings: Settings | None = None) -> ServiceFront:
     settings = settings if settings is not None else Settings.from_env()
     app = FastAPI(
-        title="mnist-serve", version="1.0.0", description=DESCRIPTION, lifespan=_lifespan, docs_url=None, redoc_url=None
+        title="mnist-serve",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served by app/http/pages.py, with this server's address in it
+        # A redirect answers a POST to /predict/ with an empty 307 that curl does not follow;
+        # the 404 says which path was meant instead.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.core = None

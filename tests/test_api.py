@@ -151,6 +151,32 @@ def test_missing_file_field_is_a_422_with_a_readable_detail(client, mnist_test_s
     )
 
 
+@pytest.mark.parametrize(("endpoint", "field"), [("/predict", "file"), ("/predict/batch", "files")])
+def test_a_path_sent_as_text_gets_the_curl_line_with_the_at_sign(client, endpoint, field):
+    """`curl -F file=samples/7.png` sends the path as a text field, not the file."""
+    response = client.post(endpoint, files={field: (None, b"samples/7.png")})
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        f"field '{field}' holds the text 'samples/7.png', not a file: to send the file it names, "
+        f"put @ before the path: curl -F {field}=@samples/7.png ..."
+    )
+
+
+def test_a_trailing_slash_is_answered_with_the_path_meant_not_an_empty_redirect(client):
+    response = client.post("/predict/", files={"file": (None, b"samples/7.png")}, follow_redirects=False)
+    assert response.status_code == 404
+    assert response.json()["detail"] == "Not Found: /predict/ has a trailing slash; the path is /predict"
+    assert client.get("/no/such/").json()["detail"] == "Not Found"
+
+
+def test_the_api_description_shows_the_address_the_docs_were_loaded_from():
+    with make_client() as at_another_address:
+        at_another_address.base_url = "http://10.20.30.40:9123"
+        description = at_another_address.get("/openapi.json").json()["info"]["description"]
+    assert "curl -F file=@digit.png http://10.20.30.40:9123/predict" in description
+    assert "127.0.0.1:8000" not in description
+
+
 def test_two_files_in_predict_are_refused(client, mnist_test_split):
     data = png_of(mnist_test_split.images[0].numpy())
     response = client.post("/predict", files=[("file", ("a.png", data)), ("file", ("b.png", data))])

@@ -1,5 +1,12 @@
 """The README stays true to the code: every setting and metric is documented there."""
 
+import json
+import re
+import shlex
+import shutil
+import subprocess
+
+import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,3 +37,28 @@ def test_every_metric_is_in_the_readme():
     assert len(names) == 9
     for name in names:
         assert f"`{name}" in README, f"metric {name} is not documented in the README"
+
+
+def _curl_examples() -> list[str]:
+    """Every `curl` line of the README's shell blocks, as a user would paste it."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", README, re.MULTILINE | re.DOTALL)
+    return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines() if line.startswith("curl ")]
+
+
+def test_the_readme_shows_its_curl_examples():
+    assert len(_curl_examples()) >= 2
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("command", _curl_examples())
+def test_each_curl_example_of_the_readme_runs_as_written(live_url, command):
+    # As written, but for the address: this server listens on a free port of its own.
+    assert "http://127.0.0.1:8000/" in command
+    shell_words = shlex.split(command.replace("http://127.0.0.1:8000", live_url))
+    completed = subprocess.run(shell_words, cwd=REPO_ROOT, capture_output=True, check=False, timeout=30)
+    assert completed.returncode == 0, completed.stderr
+    answer = json.loads(completed.stdout)
+    predictions = answer.get("predictions", [answer])
+    # Each names the digit its sample file is (samples/7.png is a 7).
+    files = re.findall(r"=@samples/(\d)\.png", command)
+    assert [prediction["class"] for prediction in predictions] == [int(digit) for digit in files], answer

@@ -13,7 +13,7 @@ from mnist_core.contract import CONTRACT_DESCRIPTION, DESKEW
 from mnist_core.files import file_sha256
 from mnist_core.network import NeuralNetwork
 from tests.helpers import REPO_ROOT
-from training import cli, plots
+from training import cli, data, plots
 from training.augment import AugmentConfig, augment
 from training.cli import main as training_main
 from training.data import DatasetError, expected_files, load_mnist, raw_folder
@@ -187,6 +187,17 @@ def test_a_missing_dataset_is_one_line_with_a_true_hint(tmp_path: Path, capsys):
     message = capsys.readouterr().err
     assert message.count("\n") == 1
     assert "drop --no-download to fetch them there, or give --data-dir a folder that holds MNIST/raw/" in message
+
+
+def test_a_failed_download_leaves_no_empty_dataset_folder(tmp_path: Path, monkeypatch, capsys):
+    def unreachable(root: str, **_: object) -> None:
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True)  # as torchvision does before fetching
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(data.datasets, "MNIST", unreachable)
+    assert training_main(["--data-dir", str(tmp_path / "dataset"), "--quiet"]) == 2
+    assert "could not download MNIST" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_each_run_publishes_the_next_version_of_the_recipes_model(tiny_mnist: Path, tmp_path: Path, capsys):

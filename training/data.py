@@ -68,9 +68,12 @@ def load_mnist(data_dir: Path, download: bool) -> tuple[MnistSplit, MnistSplit]:
 
 
 def _download(data_dir: Path) -> None:
+    folders = [raw_folder(data_dir), *raw_folder(data_dir).parents]
+    made = [folder for folder in folders[: folders.index(data_dir) + 1] if not folder.exists()]
     try:
         datasets.MNIST(root=str(data_dir), train=True, download=True)
     except (OSError, RuntimeError) as error:
+        _remove_if_empty(made)  # a failed download leaves no empty dataset/MNIST/raw behind
         reason = " ".join(str(error).split())  # torchvision's message spans several lines
         raise DatasetError(
             f"could not download MNIST into {raw_folder(data_dir)} ({reason}); with a copy elsewhere, "
@@ -80,6 +83,15 @@ def _download(data_dir: Path) -> None:
         raise DatasetError(
             f"download finished but {raw_folder(data_dir)} still lacks {', '.join(missing_files(data_dir))}"
         )
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove these folders, deepest first, each only while it is empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _load_split(data_dir: Path, split: str) -> MnistSplit:

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from app.errors import ClientError
 from app.observability import metrics
@@ -38,7 +39,16 @@ async def _client_error(request: Request, error: ClientError) -> JSONResponse:
 
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
     """Starlette's own 404 and 405, in the protocol's shape."""
-    return JSONResponse(error_body(request.url.path, str(error.detail)), error.status_code, headers=error.headers)
+    path = request.url.path
+    detail = str(error.detail)
+    if error.status_code == 404 and len(path) > 1 and path.endswith("/") and _is_a_route(request, path.rstrip("/")):
+        detail = f"{detail}: {path} has a trailing slash; the path is {path.rstrip('/')}"
+    return JSONResponse(error_body(path, detail), error.status_code, headers=error.headers)
+
+
+def _is_a_route(request: Request, path: str) -> bool:
+    scope = {**request.scope, "path": path}
+    return any(route.matches(scope)[0] is not Match.NONE for route in request.app.routes)
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

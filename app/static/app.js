@@ -237,8 +237,13 @@ async function predictUpload(file) {
   const ticket = supersede();
   setBusy(true);
   URL.revokeObjectURL(uploadedPreview.src);
+  // Shown once the browser has decoded it: a file that is no image (or a TIFF, which most
+  // browsers cannot show) would otherwise sit as a broken-image icon beside the server's answer.
+  uploadedPreview.hidden = true;
+  uploadedPreview.onload = () => {
+    uploadedPreview.hidden = ticket !== latest;
+  };
   uploadedPreview.src = URL.createObjectURL(file);
-  uploadedPreview.hidden = false;
   if (file.size <= maxUploadBytes) {
     predict(file, file.name, ticket);
     return;

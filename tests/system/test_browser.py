@@ -246,7 +246,18 @@ def test_uploading_samples_3_shows_a_3(page):
     page.find_element(By.ID, "upload").send_keys(str(REPO_ROOT / "samples" / "3.png"))
     _wait_for_answer(page, completed)
     assert _shown_class(page) == "3"
-    assert page.find_element(By.ID, "uploaded").is_displayed()
+    WebDriverWait(page, 10).until(lambda d: d.find_element(By.ID, "uploaded").is_displayed())
+
+
+def test_a_file_that_is_no_image_shows_the_refusal_without_a_broken_picture(page, tmp_path: Path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping: milk, eggs\n")
+    completed = page.execute_script("return window.digitPad.completed")
+    page.find_element(By.ID, "upload").send_keys(str(notes))
+    _wait_for_answer(page, completed)
+    assert page.find_element(By.ID, "message").text.startswith("not a recognised image")
+    WebDriverWait(page, 10).until(lambda d: d.execute_script("return document.getElementById('uploaded').complete"))
+    assert not page.find_element(By.ID, "uploaded").is_displayed()
 
 
 def test_a_server_refusal_is_shown_as_a_message(page, tmp_path: Path):

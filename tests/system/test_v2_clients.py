@@ -1,6 +1,8 @@
 """Real Open Inference Protocol clients, unchanged, against the real service: tritonclient and the kserve SDK."""
 
+import ast
 import asyncio
+import re
 import subprocess
 
 import httpx
@@ -140,11 +142,23 @@ def test_the_kserve_sdk_checks_health_and_classifies_binary_tensors(service, dig
     assert (classes == labels).mean() == (predict_classes == labels).mean()
 
 
+# The distribution each import of the README's examples comes from.
+_DISTRIBUTION_OF_MODULE = {"numpy": "numpy", "tritonclient": "tritonclient", "PIL": "pillow"}
+
+
 def test_the_readmes_tritonclient_example_runs_as_written(service, capsys, monkeypatch):
     readme = (REPO_ROOT / "README.md").read_text()
     section = readme.split("## The Open Inference Protocol (V2)", 1)[1]
+    [install] = re.findall(r"^pip install (.+)$", section.split("```python\n", 1)[0], re.MULTILINE)
     example = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert "127.0.0.1:8000" in example
+    # What the README tells a user to install covers every module the example imports.
+    tree = ast.parse(example)
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported = {module.split(".")[0] for module in imported}
+    installed = {re.split(r"[\[=<>]", word.strip("\"'"))[0].lower() for word in install.split()}
+    assert {_DISTRIBUTION_OF_MODULE[module] for module in imported} <= installed, install
     monkeypatch.chdir(REPO_ROOT)
     exec(compile(example.replace("127.0.0.1:8000", service.removeprefix("http://")), "README.md", "exec"), {})  # noqa: S102
     printed = capsys.readouterr().out

@@ -16,7 +16,7 @@ from app.inference.decode import ACCEPTED_DESCRIPTION
 from app.inference.pipeline import Upload
 from app.observability import metrics
 from app.protocols.common import inference_core, json_response
-from app.protocols.native.multipart import MultipartReader, TooManyFilesError
+from app.protocols.native.multipart import FilePart, MultipartReader, TooManyFilesError
 from app.protocols.native.responses import prediction_bodies
 from app.protocols.native.schemas import (
     BatchPrediction,
@@ -30,6 +30,7 @@ from app.protocols.native.schemas import (
 from mnist_core.contract import CONTRACT_DESCRIPTION
 from mnist_core.network import describe_architecture
 
+_LONGEST_PATH_SHOWN = 1024
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: error_response(
         "Not an image, a damaged image, an image declaring too many pixels, or a blank image",
@@ -141,11 +142,30 @@ async def _read_uploads(request: Request, field: str, usage: str) -> list[Upload
     if not files:
         sent = ", ".join(sorted({repr(name) for name in reader.other_fields})) or "no fields"
         raise MissingFieldError(f"no file in field {field!r} (the upload has: {sent}); send it as: {usage}")
+    for part in files:
+        _refuse_a_path_sent_as_text(part, field)
     uploads = []
     for index, part in enumerate(files):
         metrics.UPLOAD_BYTES.observe(len(part.data))
         uploads.append(Upload(data=part.data, filename=part.filename, index=index if batch else None))
     return uploads
+
+
+def _refuse_a_path_sent_as_text(part: FilePart, field: str) -> None:
+    """`curl -F file=digit.png` (the @ forgotten) sends the path itself as a text field."""
+    # No accepted image format is printable text: each starts with a byte outside it (PNG, JPEG)
+    # or holds control bytes within its first few (GIF, BMP, WebP, TIFF).
+    if part.filename is not None or not 0 < len(part.data) <= _LONGEST_PATH_SHOWN:
+        return
+    try:
+        text = part.data.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    if text.isprintable():
+        raise MissingFieldError(
+            f"field {field!r} holds the text {text!r}, not a file: to send the file it names, put @ before "
+            f"the path: curl -F {field}=@{text} ..."
+        )
 
 
 async def _predictions(request: Request, field: str, usage: str) -> list[dict[str, Any]]:
