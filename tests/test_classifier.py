@@ -1,4 +1,4 @@
-"""The served graph is the network: traced from the same module, it gives the module's scores."""
+"""The served form of the network: built from the same module's weights, it gives the module's scores."""
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ MODELS = REPO_ROOT / "models"
 
 @pytest.mark.parametrize("model", ["mnist", "mnist-reference"])
 @pytest.mark.parametrize("batch", [1, 3, 64])
-def test_the_traced_graph_gives_the_modules_scores_after_the_models_contract(model, batch):
+def test_the_served_scores_are_the_modules_after_the_models_contract(model, batch):
     classifier = load_classifier(MODELS / model / "1" / "model.pt", "cpu", name=model, version=1)
     digits = np.random.default_rng(batch).integers(0, 256, size=(batch, 28, 28), dtype=np.uint8)
     inputs = pixels_to_input(digits)

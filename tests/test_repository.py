@@ -202,3 +202,29 @@ def test_the_service_picks_up_new_versions_when_polling(tmp_path: Path):
         [model] = index["models"]
         assert (model["name"], model["default_version"], model["refused"]) == ("mnist", 2, [])
         assert [version["version"] for version in model["versions"]] == [2]
+
+
+def _resident_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the resident size from Linux's /proc")
+def test_five_hundred_version_swaps_leave_nothing_behind(tmp_path: Path):
+    """Each swap loads version 2 afresh or drops it; what a version held must go with it."""
+    _add_version(tmp_path, "mnist", 1)
+    removed = tmp_path / "removed-2"
+    shutil.copytree(_add_version(tmp_path, "mnist", 2), removed)
+    repository = _repository(tmp_path)
+    repository.refresh()
+    resident_after_warm_up = 0.0
+    for swap in range(1, 501):
+        if swap % 2:
+            shutil.rmtree(tmp_path / "mnist" / "2")
+        else:
+            shutil.copytree(removed, tmp_path / "mnist" / "2")
+        repository.refresh()
+        assert _served(repository)["mnist"] == ([1] if swap % 2 else [2])
+        if swap == 20:
+            resident_after_warm_up = _resident_mib()
+    # The TorchScript graph each load used to build stayed behind after its version left.
+    assert _resident_mib() - resident_after_warm_up < 10

@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import random
 import re
 import shutil
 import subprocess
@@ -46,9 +47,12 @@ def test_missing_weights(tmp_path: Path):
         _load(tmp_path / "model.pt")
 
 
-def test_corrupt_weights(tmp_path: Path):
+# Seeds whose random bytes make torch.load fail in each way seen: UnpicklingError, IndexError,
+# KeyError, UnicodeDecodeError.
+@pytest.mark.parametrize("seed", [0, 2, 20, 195])
+def test_corrupt_weights(tmp_path: Path, seed):
     weights = tmp_path / "model.pt"
-    weights.write_bytes(os.urandom(4096))
+    weights.write_bytes(random.Random(seed).randbytes(4096))
     with pytest.raises(ModelLoadError, match="not a loadable weights-only state_dict"):
         _load(weights)
 
