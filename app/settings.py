@@ -131,6 +131,19 @@ class Settings:
         default=5.0,
         metadata=_env("KEEP_ALIVE_SECONDS", "idle time before a kept-alive connection closes (python -m app)", 0.001),
     )
+    linger_seconds: float = field(
+        default=5.0,
+        metadata=_env(
+            "LINGER_SECONDS",
+            "after an early answer (413, 408) while the body still arrives, time spent reading and discarding it "
+            "so the client can read the answer, then the connection closes (python -m app)",
+            0,
+        ),
+    )
+    linger_bytes: int = field(
+        default=16 * MIB,
+        metadata=_env("LINGER_BYTES", "most body bytes read and discarded after an early answer (python -m app)", 0),
+    )
     max_connections: int = field(
         default=1024,
         metadata=_env("MAX_CONNECTIONS", "open connections per worker; more are answered 503 and closed", 1),

@@ -1,5 +1,6 @@
 """The server's own defences against slow and stalled clients, on a real uvicorn with the production protocol."""
 
+import contextlib
 import socket
 import time
 from urllib.parse import urlsplit
@@ -81,3 +82,62 @@ def _healthz_status(url: str) -> int:
         return httpx.get(f"{url}/healthz").status_code
     except httpx.TransportError:  # refused and closed while the cap was still full
         return 0
+
+
+@pytest.fixture(scope="module")
+def small_limits_url():
+    with running_server(max_upload_bytes=64 * 1024, max_batch_bytes=256 * 1024) as url:
+        yield url
+
+
+def _send_whole_then_read(url: str, path: str, body: bytes) -> bytes:
+    """A client that writes its entire request before it reads a byte of the answer."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with _connect(url) as connection:
+        connection.settimeout(30)
+        connection.sendall(head + body)
+        return _read_all(connection)
+
+
+@pytest.mark.parametrize("megabytes", [4, 8])
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch", "/v2/models/mnist/infer"])
+def test_an_early_413_reaches_a_client_that_sends_the_whole_body_before_reading(small_limits_url, path, megabytes):
+    body = b"--b\r\n" + b"\0" * (megabytes * 1024 * 1024)
+    for _ in range(10):
+        answer = _send_whole_then_read(small_limits_url, path, body)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+        assert b"the limit is" in answer
+
+
+def test_a_lingering_connection_is_closed_after_linger_bytes():
+    with running_server(max_upload_bytes=1024, linger_bytes=64 * 1024, linger_seconds=30) as url:
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        with _connect(url) as connection:
+            connection.sendall(head + b"Content-Length: 100000000\r\n\r\n")
+            started = time.monotonic()
+            sent = 0
+            with contextlib.suppress(OSError):  # closed under us: that is the point
+                while sent < 100_000_000 and time.monotonic() - started < 20:
+                    connection.sendall(b"\0" * 65536)
+                    sent += 65536
+        # Closed after about 64 KiB more, not after the 100 MB the client meant to send nor 30 s.
+        assert sent < 16 * 1024 * 1024
+        assert time.monotonic() - started < 20
+
+
+def test_a_lingering_connection_is_closed_after_linger_seconds():
+    with running_server(max_upload_bytes=1024, linger_seconds=0.5) as url:
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        with _connect(url) as connection:
+            connection.sendall(head + b"Content-Length: 100000000\r\n\r\n")
+            started = time.monotonic()
+            assert _read_all(connection).startswith(b"HTTP/1.1 413 ")  # the answer, then its end (FIN)
+            # The server still reads what the client sends, until LINGER_SECONDS have passed.
+            with contextlib.suppress(OSError):
+                while time.monotonic() - started < 10:
+                    connection.sendall(b"\0" * 1024)
+                    time.sleep(0.02)
+        assert 0.4 < time.monotonic() - started < 10

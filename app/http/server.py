@@ -10,6 +10,13 @@ slowloris-style clients: a deadline for a request's headers (HEADER_TIMEOUT_SECO
 nginx's client_header_timeout) and a cap on open connections per worker (MAX_CONNECTIONS,
 like worker_connections), past which a new connection gets a 503 and is closed at once, before
 it can hold a file descriptor for long.
+
+An early answer (a 413 for a body over its limit, a 408) ends the connection while the client may
+still be sending the body. Closing a socket with unread bytes makes the kernel reset the
+connection, and a client that sends its whole body before it reads then gets the reset instead
+of the answer. So the protocol closes as nginx's lingering_close does: it sends the answer and
+its end (FIN), then reads and discards what still arrives, for at most LINGER_SECONDS and
+LINGER_BYTES, and only then closes.
 """
 
 import asyncio
@@ -53,17 +60,54 @@ _TOO_MANY_CONNECTIONS = _plain_response(
 _HEADER_TIMEOUT = _plain_response("408 Request Timeout", "the request headers did not arrive in time\n")
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline for request headers and a cap on connections."""
+class LingeringTransport:
+    """A connection's transport whose close() lingers while the request body is still arriving.
 
-    def __init__(self, *args: Any, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
+    uvicorn closes the transport itself once an answer with `Connection: close` is sent; this is
+    the one place every such close passes through.
+    """
+
+    def __init__(self, transport: asyncio.Transport, protocol: "GuardedHttpToolsProtocol") -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        if self._protocol.request_body_unread():
+            self._protocol.linger()
+        else:
+            self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for request headers, a cap on connections,
+    and a lingering close after early answers."""
+
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout: float,
+        max_connections: int,
+        linger_seconds: float,
+        linger_bytes: int,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._max_connections = max_connections
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._linger_seconds = linger_seconds
+        self._linger_bytes_left = linger_bytes
+        self._linger_deadline: asyncio.TimerHandle | None = None
+        self.lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(LingeringTransport(transport, self))  # type: ignore[arg-type]
         if len(self.connections) > self._max_connections:
             metrics.REJECTED.labels("too_many_connections").inc()
             transport.write(_TOO_MANY_CONNECTIONS)
@@ -83,7 +127,36 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
+        if self._linger_deadline is not None:
+            self._linger_deadline.cancel()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.lingering:
+            super().data_received(data)
+            return
+        self._linger_bytes_left -= len(data)
+        if self._linger_bytes_left < 0:
+            self._close_now()
+
+    def request_body_unread(self) -> bool:
+        """Whether the request being answered still has body bytes to come."""
+        return self.cycle is not None and self.cycle.more_body and not self.transport.is_closing()
+
+    def linger(self) -> None:
+        """Send what is written and then FIN, and discard what the client still sends, within bounds."""
+        if self.lingering:
+            return
+        self.lingering = True
+        self._disarm_header_deadline()
+        self.flow.resume_reading()  # reading may be paused while the body waited for the app
+        transport = self.transport._transport  # type: ignore[attr-defined]
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._linger_deadline = self.loop.call_later(self._linger_seconds, self._close_now)
+
+    def _close_now(self) -> None:
+        self.transport._transport.close()  # type: ignore[attr-defined]
 
     def _arm_header_deadline(self) -> None:
         self._header_deadline = self.loop.call_later(self._header_timeout, self._headers_timed_out)
@@ -112,6 +185,8 @@ def uvicorn_config(settings: Settings, app: str | ASGIApp = "app.main:app") -> u
             GuardedHttpToolsProtocol,
             header_timeout=settings.header_timeout_seconds,
             max_connections=settings.max_connections,
+            linger_seconds=settings.linger_seconds,
+            linger_bytes=settings.linger_bytes,
         ),
         loop="uvloop",
         log_config=None,
