@@ -194,6 +194,9 @@ def uvicorn_config(settings: Settings, app: str | ASGIApp = "app.main:app") -> u
         proxy_headers=False,  # nothing here reads the client address, so X-Forwarded-* need no parsing
         timeout_keep_alive=settings.keep_alive_seconds,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        # uvicorn restarts a worker that misses a 5 s health ping; one still loading its models on
+        # a starved CPU is slow, not dead, and killing it only starts the load again.
+        timeout_worker_healthcheck=30,
         server_header=False,
     )
 

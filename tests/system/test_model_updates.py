@@ -14,13 +14,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mnist_core.files import file_sha256
 from tests.helpers import REPO_ROOT
-from tests.system.serving import start_service, wait_until_ready
+from tests.system.serving import start_service, stop_service, wait_until_ready
 
 pytestmark = pytest.mark.system
 
 SHIPPED = REPO_ROOT / "models"
 DIGIT = (REPO_ROOT / "samples" / "7.png").read_bytes()
 LOAD_THREADS = 4
+ANSWERS_PER_VERSION = 20  # the load's answers from a version before the test moves on
+WAIT_SECONDS = 60
 
 
 class Load:
@@ -106,20 +108,35 @@ def test_a_new_version_is_served_by_every_worker_without_a_failed_request(tmp_pa
     try:
         wait_until_ready(process, url)
         with Load(url) as load:
-            time.sleep(2)
+            _wait_for(lambda: load.versions[("mnist", 1)] >= ANSWERS_PER_VERSION, WAIT_SECONDS, "answers from v1")
             # A plain recursive copy, as an operator would make: for a moment the folder holds
             # a part of the files, which must be refused until the copy is complete.
             shutil.copytree(SHIPPED / "mnist" / "1", repository / "mnist" / "2")
             _wait_for(
-                lambda: _gauge(url, "mnist_model_info", model="mnist", version="1") == 0, 30, "every worker on v2"
+                lambda: _gauge(url, "mnist_model_info", model="mnist", version="1") == 0,
+                WAIT_SECONDS,
+                "every worker on v2",
             )
-            time.sleep(2)
+            seen = load.versions[("mnist", 2)]
+            _wait_for(
+                lambda: load.versions[("mnist", 2)] >= seen + ANSWERS_PER_VERSION, WAIT_SECONDS, "answers from v2"
+            )
         assert load.failures == []
         assert set(load.versions) == {("mnist", 1), ("mnist", 2)}
         assert _versions_answering(url) == {2}
 
-        _write_wrongly_shaped_version(repository / "mnist" / "3")
-        time.sleep(2)  # ten polls
+        # Made outside the repository and moved in whole: a copy of version 1 changed in place is,
+        # for a moment, a valid version that a poll could load and keep serving. And so each worker
+        # sees only the finished folder and refuses it exactly once (a refusal holds until the
+        # files change): two more refusals mean both workers have seen it.
+        refusals = _gauge(url, "mnist_model_loads_total", model="mnist", outcome="refused")
+        _write_wrongly_shaped_version(tmp_path / "staging" / "3")
+        (tmp_path / "staging" / "3").rename(repository / "mnist" / "3")
+        _wait_for(
+            lambda: _gauge(url, "mnist_model_loads_total", model="mnist", outcome="refused") >= refusals + 2,
+            WAIT_SECONDS,
+            "both workers to refuse v3",
+        )
         assert _versions_answering(url) == {2}
         [model] = [entry for entry in httpx.get(f"{url}/models").json()["models"] if entry["name"] == "mnist"]
         assert [version["version"] for version in model["versions"]] == [2]
@@ -128,10 +145,14 @@ def test_a_new_version_is_served_by_every_worker_without_a_failed_request(tmp_pa
 
         shutil.rmtree(repository / "mnist" / "3")
         shutil.rmtree(repository / "mnist" / "2")  # roll back: remove the version
-        _wait_for(lambda: _versions_answering(url, 20) == {1}, 30, "the rollback to v1")
+        _wait_for(
+            lambda: _gauge(url, "mnist_model_info", model="mnist", version="2") == 0,
+            WAIT_SECONDS,
+            "every worker back on v1",
+        )
+        assert _versions_answering(url, 20) == {1}
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_service(process)
         log.close()
     entries = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines() if line.startswith("{")]
     serving = [entry["message"] for entry in entries if entry["message"].startswith("serving mnist version 2")]

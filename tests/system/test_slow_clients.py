@@ -3,7 +3,8 @@
 Hundreds of connections trickle their headers, or declare an upload and then trickle it, a byte
 every two seconds, while a normal client asks /predict every 50 ms. The server must close the
 slow ones by its documented limits (HEADER_TIMEOUT_SECONDS; BODY_TIMEOUT_SECONDS plus 1 s per
-BODY_MIN_RATE bytes) and the normal client must not notice.
+BODY_MIN_RATE bytes) and the normal client must not notice: its requests keep succeeding, and its
+p99 latency stays within a few times the p99 the same client measured just before the attack.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ import pytest
 
 from app.settings import Settings
 from tests.helpers import REPO_ROOT, multipart_body
-from tests.system.serving import start_service, wait_until_ready
+from tests.system.serving import start_service, stop_service, wait_until_ready
 
 pytestmark = pytest.mark.system
 
@@ -25,6 +26,14 @@ TRICKLERS = 250  # of each kind
 TRICKLE_EVERY_SECONDS = 2.0
 ATTACK_SECONDS = 26  # past the 20 s default deadlines, so every slow connection must have been closed
 NORMAL_EVERY_SECONDS = 0.05
+BASELINE_SECONDS = 5  # about 100 requests of the normal client alone, for the p99 to compare with
+# The machine's speed and load set the normal client's latency, so the attack is judged against the
+# baseline measured in the same run rather than a fixed number of milliseconds; a starved client
+# waits for seconds (or for its 10 s timeout), well past either bound. The floor keeps the bound
+# from shrinking to a few milliseconds on an idle machine, too little for the burst of 500
+# connections opening at once.
+P99_FACTOR = 5
+P99_FLOOR_SECONDS = 0.25
 DEFAULTS = Settings()
 SLACK_SECONDS = 3  # polling granularity of the trickle loop plus scheduling on a loaded machine
 DIGIT = (REPO_ROOT / "samples" / "7.png").read_bytes()
@@ -69,8 +78,11 @@ async def _normal_client(url: str, stop_at: float) -> tuple[int, int, list[float
     return ok, failed, latencies
 
 
-async def _attack(url: str) -> tuple[list[float | None], list[float | None], tuple[int, int, list[float]]]:
+async def _attack(
+    url: str,
+) -> tuple[tuple[int, int, list[float]], list[float | None], list[float | None], tuple[int, int, list[float]]]:
     host, port = url.removeprefix("http://").split(":")
+    baseline = await _normal_client(url, time.monotonic() + BASELINE_SECONDS)
     stop_at = time.monotonic() + ATTACK_SECONDS
     header_head = b"GET /healthz HTTP/1.1\r\n"
     header_drip = b"Host: 127.0.0.1\r\nX-Padding: " + b"a" * 100
@@ -80,11 +92,10 @@ async def _attack(url: str) -> tuple[list[float | None], list[float | None], tup
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body[:64]
     normal = asyncio.create_task(_normal_client(url, stop_at))
-    await asyncio.sleep(1)  # a baseline before the attack starts
     headers = [_trickle(host, int(port), header_head, header_drip, stop_at) for _ in range(TRICKLERS)]
     uploads = [_trickle(host, int(port), upload_head, body[64:], stop_at) for _ in range(TRICKLERS)]
     results = await asyncio.gather(*headers, *uploads)
-    return results[:TRICKLERS], results[TRICKLERS:], await normal
+    return baseline, results[:TRICKLERS], results[TRICKLERS:], await normal
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -92,15 +103,19 @@ def test_slow_clients_are_cut_off_and_normal_clients_keep_being_served(workers):
     process, url = start_service(subprocess.DEVNULL, WORKERS=workers, LOG_LEVEL="warning")
     try:
         wait_until_ready(process, url)
-        header_closes, upload_closes, (ok, failed, latencies) = asyncio.run(_attack(url))
+        baseline, header_closes, upload_closes, (ok, failed, latencies) = asyncio.run(_attack(url))
         assert process.poll() is None
         assert httpx.get(f"{url}/healthz").status_code == 200
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-    assert ok / (ok + failed) >= 0.99, f"{failed} of {ok + failed} normal requests failed"
+        stop_service(process)
+    baseline_ok, baseline_failed, baseline_latencies = baseline
+    assert baseline_failed == 0, f"{baseline_failed} of {baseline_ok + baseline_failed} failed before the attack"
+    assert ok / (ok + failed) >= 0.99, f"{failed} of {ok + failed} normal requests failed during the attack"
+    baseline_p99 = statistics.quantiles(baseline_latencies, n=100)[98]
     p99 = statistics.quantiles(latencies, n=100)[98]
-    assert p99 < 0.100, f"normal p99 {p99 * 1000:.0f} ms"
+    limit = max(P99_FACTOR * baseline_p99, P99_FLOOR_SECONDS)
+    print(f"\nnormal p99: {baseline_p99 * 1000:.0f} ms before the attack, {p99 * 1000:.0f} ms during it")
+    assert p99 <= limit, f"normal p99 {p99 * 1000:.0f} ms during the attack, {baseline_p99 * 1000:.0f} ms before it"
     assert None not in header_closes, "a header trickler was never disconnected"
     assert max(header_closes) <= DEFAULTS.header_timeout_seconds + SLACK_SECONDS
     assert None not in upload_closes, "a stalled upload was never disconnected"
@@ -129,5 +144,4 @@ def test_a_slow_but_honest_upload_succeeds():
         assert response.json()["class"] == 7
         assert time.monotonic() - started > 9
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_service(process)

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import REPO_ROOT
-from tests.system.serving import start_service, wait_until_ready
+from tests.system.serving import STARTUP_DEADLINE_SECONDS, start_service, stop_service, wait_until_ready
 
 pytestmark = pytest.mark.system
 
@@ -45,13 +45,12 @@ def test_metrics_count_requests_across_two_workers():
         assert 1 <= _sample(metrics, "mnist_inference_duration_seconds_count") <= 40
         assert _sample(metrics, "mnist_model_info", model="mnist") == 1  # "max" across workers, not a sum
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_service(process)
 
 
 def test_a_worker_that_cannot_load_the_model_stops_the_server_with_an_error():
     process, _ = _start(MODEL_PATH="missing/weights.pt")
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=STARTUP_DEADLINE_SECONDS)
     assert process.returncode == 3
     assert "cannot start: missing/weights.pt: weights file not found" in output
     assert "Traceback" not in output
