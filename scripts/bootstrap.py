@@ -206,14 +206,18 @@ def torch_plan(python: Path, torch_version: str) -> TorchPlan:
     )
 
 
-def export_lock(uv: Path, extras: list[str], destination: Path, *, without_torch: bool, hashes: bool = True) -> None:
-    """The lock's requirements for `extras`, as a pip requirements file; without_torch prunes torch,
+def locked_requirements(uv: Path, extras: list[str], *, without_torch: bool = False, hashes: bool = True) -> str:
+    """The lock's requirements for `extras` (none: the service alone), as a pip requirements file,
+    one requirement a line with its hashes on continuation lines; without_torch prunes torch,
     torchvision and what only they need (the nvidia-* libraries, triton)."""
     command: list[str | Path] = [uv, "export", "--frozen", "--format", "requirements-txt", "--no-emit-project"]
-    command += [f"--extra={extra}" for extra in extras]
+    command += ["--no-header", "--no-annotate", *(f"--extra={extra}" for extra in extras)]
     command += ["--prune=torch", "--prune=torchvision"] if without_torch else []
     command += [] if hashes else ["--no-hashes"]
-    _run([*command, "--quiet", "--output-file", destination], "uv export (uv.lock is out of date? run `make lock`)")
+    completed = subprocess.run([str(part) for part in command], cwd=REPO, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise SetupError(f"uv export failed (uv.lock out of date? run `make lock`): {completed.stderr.strip()}")
+    return completed.stdout
 
 
 def _lock_digest() -> str:
@@ -246,12 +250,12 @@ def setup_env(venv: Path, extras: list[str]) -> None:
         say(plan.description)
         say(f"installing the locked dependencies of mnist-serve[{','.join(extras)}] from uv.lock with uv")
         requirements = venv / f".locked-{name}.txt"
-        export_lock(uv, extras, requirements, without_torch=plan.backend is not None)
+        requirements.write_text(locked_requirements(uv, extras, without_torch=plan.backend is not None))
         _run([uv, "pip", "install", "--python", python, "--require-hashes", "-r", requirements], "uv pip install")
         if plan.backend is not None:
             # The same versions from PyTorch's index; the lock's own versions constrain anything they pull in.
             constraints = venv / f".constraints-{name}.txt"
-            export_lock(uv, extras, constraints, without_torch=False, hashes=False)
+            constraints.write_text(locked_requirements(uv, extras, hashes=False))
             wanted = [f"torch=={versions['torch']}"] + (
                 ["torchvision==" + versions["torchvision"]] if "train" in extras else []
             )
@@ -281,11 +285,7 @@ def _is_torch_build_part(requirement_line: str) -> bool:
 
 def image_requirements(uv: Path) -> str:
     """docker/requirements.txt as uv.lock says it must be."""
-    command = [uv, "export", "--frozen", "--format", "requirements-txt", "--no-emit-project", "--no-header"]
-    completed = subprocess.run([*command, "--no-annotate"], cwd=REPO, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise SetupError(f"uv export failed: {completed.stderr.strip()}")
-    entries = completed.stdout.replace(" \\\n    ", " ").splitlines()
+    entries = locked_requirements(uv, []).replace(" \\\n    ", " ").splitlines()
     return IMAGE_REQUIREMENTS_HEADER + "".join(
         line.replace(" --hash", " \\\n    --hash") + "\n" for line in entries if not _is_torch_build_part(line)
     )
@@ -295,7 +295,10 @@ def lock(uv_options: list[str]) -> None:
     """Resolve uv.lock again from pyproject.toml, then write the image's requirements from it."""
     uv = ensure_uv()
     _run([uv, "lock", *uv_options], "uv lock")
-    IMAGE_REQUIREMENTS.write_text(image_requirements(uv))
+    # Written beside and renamed into place: a build never reads half a file.
+    partial = IMAGE_REQUIREMENTS.with_name(IMAGE_REQUIREMENTS.name + ".partial")
+    partial.write_text(image_requirements(uv))
+    partial.replace(IMAGE_REQUIREMENTS)
     say(f"wrote uv.lock and {_shown(IMAGE_REQUIREMENTS)}; torch is {locked_versions()['torch']}")
 
 

@@ -20,11 +20,7 @@ bootstrap = sys.modules["bootstrap"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bootstrap)
 
 UV = Path(sys.executable).with_name("uv")
-[LOCKED_TORCH] = [
-    package["version"]
-    for package in tomllib.loads((REPO_ROOT / "uv.lock").read_text())["package"]
-    if package["name"] == "torch"
-]
+LOCKED_TORCH = bootstrap.locked_versions()["torch"]
 
 
 def test_the_lock_matches_pyproject_toml():
@@ -51,10 +47,10 @@ def test_torch_is_pinned_to_the_version_the_shipped_models_record():
 
 
 def _locked_here(*extras: str) -> dict[str, str]:
-    """Each package the lock installs on this interpreter and platform with these extras, and its version."""
-    command = [UV, "export", "--frozen", "--no-hashes", "--no-header", "--no-annotate", "--no-emit-project"]
-    command += [f"--extra={extra}" for extra in extras] or ["--all-extras"]
-    exported = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    """Each package the lock installs on this interpreter and platform with these extras (none: every
+    extra), and its version."""
+    every_extra = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    exported = bootstrap.locked_requirements(UV, list(extras or every_extra), hashes=False)
     versions = {}
     for line in exported.splitlines():
         requirement, _, marker = line.partition(" ; ")

@@ -68,8 +68,7 @@ def load_mnist(data_dir: Path, download: bool) -> tuple[MnistSplit, MnistSplit]:
 
 
 def _download(data_dir: Path) -> None:
-    folders = [raw_folder(data_dir), *raw_folder(data_dir).parents]
-    made = [folder for folder in folders[: folders.index(data_dir) + 1] if not folder.exists()]
+    made = [folder for folder in (raw_folder(data_dir), raw_folder(data_dir).parent, data_dir) if not folder.exists()]
     try:
         datasets.MNIST(root=str(data_dir), train=True, download=True)
     except (OSError, RuntimeError) as error:

@@ -105,8 +105,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._linger_bytes_left = linger_bytes
         self._linger_deadline: asyncio.TimerHandle | None = None
         self.lingering = False
+        self._socket_transport: asyncio.Transport | None = None  # beneath the LingeringTransport
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._socket_transport = transport
         super().connection_made(LingeringTransport(transport, self))  # type: ignore[arg-type]
         if len(self.connections) > self._max_connections:
             metrics.REJECTED.labels("too_many_connections").inc()
@@ -150,13 +152,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.lingering = True
         self._disarm_header_deadline()
         self.flow.resume_reading()  # reading may be paused while the body waited for the app
-        transport = self.transport._transport  # type: ignore[attr-defined]
-        if transport.can_write_eof():
-            transport.write_eof()
+        if self._socket_transport.can_write_eof():
+            self._socket_transport.write_eof()
         self._linger_deadline = self.loop.call_later(self._linger_seconds, self._close_now)
 
     def _close_now(self) -> None:
-        self.transport._transport.close()  # type: ignore[attr-defined]
+        self._socket_transport.close()
 
     def _arm_header_deadline(self) -> None:
         self._header_deadline = self.loop.call_later(self._header_timeout, self._headers_timed_out)
