@@ -279,6 +279,26 @@ def test_a_whole_chunk_of_file_bytes_is_kept_without_a_copy():
     assert reader.finish()[0].data is chunk
 
 
+@pytest.mark.parametrize("chunk_bytes", [2, 16, CHUNK_BYTES])
+def test_a_file_arriving_in_tiny_chunks_is_held_in_about_its_own_size(chunk_bytes):
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+    data = bytes(range(256)) * 1024  # 256 KiB
+    body = memoryview(head + data + b"\r\n--b--")
+    reader = MultipartReader("multipart/form-data; boundary=b", "file", 1, MIB)
+    tracemalloc.start()
+    try:
+        for start in range(0, len(body), chunk_bytes):
+            reader.feed(bytes(body[start : start + chunk_bytes]))
+        [part] = reader.finish()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert part.data == data
+    # The file's bytes while they arrive, and once more as the finished part; a list of the chunks
+    # themselves cost many times the file in 2-byte chunks.
+    assert peak < 3 * len(data), f"the reader's memory peaked at {peak / len(data):.1f}x the file"
+
+
 def test_a_reader_is_freed_as_soon_as_it_is_dropped():
     gc.disable()
     try:

@@ -4,12 +4,13 @@ FastAPI's form parsing wraps every part in an UploadFile backed by a spooled tem
 feeds the body through python-multipart's byte-level state machine; for a digit of a few hundred
 bytes that costs more than decoding and classifying it. `MultipartReader` is fed the body chunk by
 chunk instead and finds delimiters and header blocks with `bytes.find` and a few regular
-expressions, so a one-file body costs a few microseconds (bench/multipart_bench.py) and each
-`feed` costs time in proportion to its chunk.
+expressions, so each `feed` costs time in proportion to its chunk (bench/multipart_bench.py
+measures it against python-multipart).
 
 What it keeps between chunks is bounded: a partial delimiter (at most the boundary + 3 bytes) or
 one part's unfinished header block (at most `MAX_HEADER_BLOCK_BYTES`), plus the bytes of the
-wanted field's parts, each at most `max_file_bytes`. Other fields' bytes are counted, never kept.
+wanted field's parts, each at most `max_file_bytes` and held in one buffer however small the chunks
+it arrives in. Other fields' bytes are counted, never kept.
 
 What it accepts, and where that differs from python-multipart's parser:
 - delimiters are `CRLF--boundary`; the first may open the body without the CRLF, and what comes
@@ -45,6 +46,7 @@ MAX_HEADER_LINES = 8  # python-multipart's default too
 MAX_OTHER_PARTS = 8
 
 _SHOWN_CHARACTERS = 80
+_MERGED_PIECE_BYTES = 4096  # smaller pieces of a file are copied into one buffer
 _PADDING = b" \t"
 _PADDING_RUN = re.compile(rb"[ \t]*")
 # RFC 7230 section 3.2.6: the characters of a header name (a token).
@@ -117,7 +119,7 @@ class MultipartReader:
         self._collecting = False
         self._part_filename: str | None = None
         self._part_size = 0
-        self._pieces: list[bytes] = []
+        self._pieces: list[bytes | bytearray] = []
 
     def feed(self, chunk: bytes) -> None:
         """Read the next bytes of the body."""
@@ -279,8 +281,21 @@ class MultipartReader:
                 "send a smaller file, or raise MAX_UPLOAD_BYTES"
             )
         if self._collecting:
-            # Slicing a whole chunk returns the chunk itself, so most pieces are not copies.
-            self._pieces.append(buffer[start:end])
+            self._keep(buffer[start:end])
+
+    def _keep(self, piece: bytes) -> None:
+        # Large pieces are kept as they are: slicing a whole chunk returns the chunk itself, so
+        # most are not copies. Small ones are merged into one growing buffer, since an object per
+        # piece costs many times the bytes themselves when a client sends a few bytes at a time.
+        pieces = self._pieces
+        if len(piece) >= _MERGED_PIECE_BYTES or not pieces:
+            pieces.append(piece)
+        elif isinstance(pieces[-1], bytearray):
+            pieces[-1] += piece
+        elif len(pieces[-1]) < _MERGED_PIECE_BYTES:
+            pieces[-1] = bytearray(pieces[-1]) + piece
+        else:
+            pieces.append(bytearray(piece))
 
     def _part_description(self) -> str:
         if self._collecting:
