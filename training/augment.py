@@ -1,8 +1,8 @@
 """Data augmentation for the robust recipe: whole batches of digits distorted at once, on tensors.
 
 Every step is a handful of batched tensor operations (one `affine_grid` + `grid_sample` carries
-the rotation, scaling, shear and shift together): about 2 ms for a batch of 128 on one CPU
-thread, instead of a Python loop over images. All random draws come from one `torch.Generator`,
+the rotation, scaling, shear and shift together), so a batch costs a few calls into torch
+instead of a Python loop over images. All random draws come from one `torch.Generator`,
 so the same seed gives the same augmented batches.
 
 Elastic distortion (Simard et al. 2003) was tried and left out: over three seeds it did not raise

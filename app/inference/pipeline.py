@@ -20,12 +20,12 @@ from app.inference.preprocess import to_digit_pixels
 from app.repository.registry import ModelRepository
 from mnist_core.contract import IMAGE_SIDE, pixels_to_input
 
-# A full batch of MNIST-sized digits (about 2 ms of work, measured): sending it to a thread
-# costs more in hops and GIL hand-overs than it spares the event loop.
+# Up to a full batch of MNIST-sized digits: sending that little work to a thread costs more in
+# hops and GIL hand-overs than it spares the event loop.
 INLINE_PIXEL_BUDGET = 64 * 28 * 28
 _FILENAME_SHOWN = 80
-# Requests with this many rows or more gain nothing from sharing a model call: joined with seven
-# others, 64-row V2 batches ran 30 % slower (a 1.6 MB batch no longer fits the CPU's caches).
+# Requests with this many rows or more gain nothing from sharing a model call: joined with others,
+# large V2 batches ran slower, since the joined batch no longer fits the CPU's caches.
 OWN_CALL_ROWS = 16
 
 

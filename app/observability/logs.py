@@ -2,9 +2,10 @@
 
 Every record goes through one handler in the chosen format. The access log, one line per request,
 is written by `access_log` straight to that handler's stream in the same format: the logging
-module's work per record (a LogRecord, filters, a flush per line) cost about 16 us a request, a
-tenth of a /predict, for a line that needs 3. Its lines are flushed within FLUSH_SECONDS, and
-whenever another record is logged or the process ends.
+module's work per record (a LogRecord, filters, a flush per line) cost several times the line's
+own formatting, a visible share of a /predict (the README's performance section has the figures).
+Its lines are flushed within FLUSH_SECONDS, and whenever another record is logged or the process
+ends.
 """
 
 import asyncio
