@@ -1,22 +1,19 @@
-"""Errors a client can cause, each with its HTTP status and the reason label used in metrics.
+"""The service's domain errors: requests it refuses, in words for the client.
 
-They derive from Starlette's HTTPException so that one raised while FastAPI reads the request
-body (the upload limits do that) reaches the error handler unchanged instead of being turned
-into a generic 400.
+They know nothing of HTTP. Each protocol door gives them its own shape in one place: the HTTP
+doors in app/http/error_handlers.py (a status, headers, and `{"detail"}` or V2's `{"error"}`).
+`reason` is the label the refusal is counted under in metrics, whatever the door.
 """
 
-from starlette.exceptions import HTTPException
 
+class ClientError(Exception):
+    """A request refused because of what the client sent or asked for."""
 
-class ClientError(HTTPException):
-    """Answered as `{"detail": message}` with `status_code`."""
-
-    status_code = 400
     reason = "bad_request"
-    response_headers: dict[str, str] | None = None
 
     def __init__(self, detail: str) -> None:
-        super().__init__(status_code=type(self).status_code, detail=detail, headers=self.response_headers)
+        super().__init__(detail)
+        self.detail = detail
 
 
 class InvalidImageError(ClientError):
@@ -38,50 +35,44 @@ class BadBatchError(ClientError):
 
 
 class UnsupportedMediaTypeError(ClientError):
-    status_code = 415
     reason = "unsupported_media_type"
 
 
 class PayloadTooLargeError(ClientError):
-    status_code = 413
+    """The request or one of its files is over a size limit; the rest of it may still be arriving."""
+
     reason = "payload_too_large"
-    # The rest of the body may still be on its way; closing is the only way not to read it.
-    response_headers = {"Connection": "close"}  # noqa: RUF012
 
 
 class UnauthorizedError(ClientError):
-    status_code = 401
     reason = "unauthorized"
-    response_headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012
 
 
 class BodyTimeoutError(ClientError):
-    status_code = 408
+    """The request's body stopped arriving; the connection cannot be reused."""
+
     reason = "body_timeout"
-    response_headers = {"Connection": "close"}  # noqa: RUF012
 
 
 class OverloadedError(ClientError):
-    status_code = 503
+    """The service cannot take this request now; the same request may succeed in a moment."""
+
     reason = "overloaded"
-    response_headers = {"Retry-After": "1"}  # noqa: RUF012
 
 
 class NotReadyError(ClientError):
-    status_code = 503
+    """The models are not loaded yet; the same request may succeed in a moment."""
+
     reason = "not_ready"
-    response_headers = {"Retry-After": "1"}  # noqa: RUF012
 
 
 class ModelNotFoundError(ClientError):
     """No served model has this name, or the model has no such version."""
 
-    status_code = 404
     reason = "model_not_found"
 
 
 class MissingFieldError(ClientError):
     """The multipart body has no file in the field the endpoint reads."""
 
-    status_code = 422
     reason = "validation"

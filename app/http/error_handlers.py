@@ -1,4 +1,4 @@
-"""How errors become responses, in the shape each protocol promises, never a traceback.
+"""How errors become HTTP responses, in the shape each protocol promises, never a traceback.
 
 The native API answers `{"detail": "..."}` (FastAPI's convention); the Open Inference Protocol
 answers `{"error": "..."}` on every /v2 path, which is what tritonclient and the kserve SDK read.
@@ -12,7 +12,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from app.errors import ClientError
+from app.errors import (
+    BodyTimeoutError,
+    ClientError,
+    MissingFieldError,
+    ModelNotFoundError,
+    NotReadyError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
 from app.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -28,9 +38,31 @@ def error_body(path: str, message: str) -> dict[str, str]:
     return {"error": message} if is_v2_path(path) else {"detail": message}
 
 
+_CLOSE = {"Connection": "close"}  # the rest of the body may still be arriving; closing is how not to read it
+_RETRY = {"Retry-After": "1"}
+# Each domain error's status and headers; an error not named here answers as its nearest ancestor.
+HTTP_ANSWERS: dict[type[ClientError], tuple[int, dict[str, str] | None]] = {
+    ClientError: (400, None),
+    UnsupportedMediaTypeError: (415, None),
+    PayloadTooLargeError: (413, _CLOSE),
+    UnauthorizedError: (401, {"WWW-Authenticate": "Bearer"}),
+    BodyTimeoutError: (408, _CLOSE),
+    OverloadedError: (503, _RETRY),
+    NotReadyError: (503, _RETRY),
+    ModelNotFoundError: (404, None),
+    MissingFieldError: (422, None),
+}
+
+
+def http_answer(error: ClientError) -> tuple[int, dict[str, str] | None]:
+    """The HTTP status and headers that answer this error."""
+    return next(HTTP_ANSWERS[kind] for kind in type(error).__mro__ if kind in HTTP_ANSWERS)
+
+
 def client_error_response(error: ClientError, path: str) -> JSONResponse:
     metrics.REJECTED.labels(error.reason).inc()
-    return JSONResponse(error_body(path, error.detail), status_code=error.status_code, headers=error.headers)
+    status, headers = http_answer(error)
+    return JSONResponse(error_body(path, error.detail), status_code=status, headers=headers)
 
 
 async def _client_error(request: Request, error: ClientError) -> JSONResponse:

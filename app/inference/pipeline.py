@@ -6,11 +6,11 @@ thread hop would cost more than the work; anything larger goes to the thread poo
 upload never stalls other requests. Every model call goes through a MicroBatcher.
 """
 
+import asyncio
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from app.errors import ClientError
 from app.inference.batching import MicroBatcher
@@ -74,7 +74,7 @@ class InferenceCore:
         if sum(pixel_count(image) for image in images) <= INLINE_PIXEL_BUDGET:
             digits = self._digits(uploads, images)
         else:
-            digits = await run_in_threadpool(self._digits, uploads, images)
+            digits = await asyncio.to_thread(self._digits, uploads, images)
         return await self.classify_digits(classifier, digits)
 
     async def classify_digits(self, classifier: DigitClassifier, digits: np.ndarray) -> Classification:
