@@ -67,9 +67,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     _limit_threads(settings.torch_threads)
     repository = build_repository(settings)
     repository.refresh()
-    if settings.default_model not in repository.served:
+    core = InferenceCore(repository, settings.max_image_pixels)
+    if not core.ready():
         raise ModelLoadError(_nothing_to_serve(repository, settings))
-    app.state.core = InferenceCore(repository, settings.max_image_pixels)
+    app.state.core = core
     logger.info("serving with %d torch thread(s)", torch.get_num_threads())
     poller = (
         asyncio.create_task(poll_forever(repository, settings.model_poll_seconds))

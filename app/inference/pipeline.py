@@ -17,7 +17,7 @@ from app.inference.batching import MicroBatcher
 from app.inference.classifier import DigitClassifier
 from app.inference.decode import OpenedImage, gray_pixels, open_upload, pixel_count
 from app.inference.preprocess import to_digit_pixels
-from app.repository.registry import ModelRepository
+from app.repository.registry import ModelRepository, Refusal, ServedModel
 from mnist_core.contract import IMAGE_SIDE, pixels_to_input
 
 # Up to a full batch of MNIST-sized digits: sending that little work to a thread costs more in
@@ -57,16 +57,47 @@ def _naming_the_file(upload: Upload, error: ClientError) -> ClientError:
     return error if upload.index is None else type(error)(f"{upload.describe()}: {error.detail}")
 
 
+@dataclass(frozen=True)
+class ModelStatus:
+    """A model of the repository as the doors list it: its served versions, and those refused."""
+
+    name: str
+    served: ServedModel | None
+    refused: list[Refusal]
+
+
 class InferenceCore:
+    """What every protocol door asks, answered once (KServe's data plane is the model): readiness,
+    the served models and versions, and inference on them."""
+
     def __init__(self, repository: ModelRepository, max_image_pixels: int) -> None:
-        self.repository = repository
+        self._repository = repository
         self.max_image_pixels = max_image_pixels
         # One batcher per served version; a replaced version's goes with it.
         self._batchers: WeakKeyDictionary[DigitClassifier, MicroBatcher] = WeakKeyDictionary()
 
+    @property
+    def default_model(self) -> str:
+        return self._repository.default_model
+
+    def ready(self) -> bool:
+        """Whether the service can answer requests that name no model: the default model is served."""
+        return self._repository.default_model in self._repository.served
+
     def resolve(self, model: str | None, version: str | None) -> DigitClassifier:
         """The version a request will run on from start to finish, even if a newer one arrives meanwhile."""
-        return self.repository.resolve(model, version)
+        return self._repository.resolve(model, version)
+
+    def served_versions(self, model: str) -> list[int]:
+        """The version numbers a served model answers with now, ascending."""
+        return list(self._repository.served[model].versions)
+
+    def models(self) -> list[ModelStatus]:
+        """Every model found in the repository, by name: served, refused, or both."""
+        served, refusals = self._repository.served, self._repository.refusals
+        return [
+            ModelStatus(name, served.get(name), refusals.get(name, [])) for name in sorted(set(served) | set(refusals))
+        ]
 
     async def classify_files(self, classifier: DigitClassifier, uploads: list[Upload]) -> Classification:
         """Decode and normalise each image, then the model; rows in upload order."""

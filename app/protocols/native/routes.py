@@ -13,7 +13,7 @@ from app.errors import BadBatchError, MissingFieldError
 from app.http.front import annotate_access_log
 from app.inference.classifier import DigitClassifier
 from app.inference.decode import ACCEPTED_DESCRIPTION
-from app.inference.pipeline import Upload
+from app.inference.pipeline import ModelStatus, Upload
 from app.observability import metrics
 from app.protocols.common import inference_core, json_response
 from app.protocols.native.multipart import FilePart, MultipartReader, TooManyFilesError
@@ -249,22 +249,17 @@ async def model_description(request: Request) -> dict[str, Any]:
     responses=_MODEL_ERRORS,
 )
 async def models_index(request: Request) -> dict[str, Any]:
-    repository = inference_core(request).repository
-    refusals = repository.refusals
-    names = sorted(set(repository.served) | set(refusals))
+    core = inference_core(request)
+    return {"default_model": core.default_model, "models": [_index_entry(model) for model in core.models()]}
+
+
+def _index_entry(model: ModelStatus) -> dict[str, Any]:
+    served = model.served
     return {
-        "default_model": repository.default_model,
-        "models": [
-            {
-                "name": name,
-                "default_version": served.default_version if (served := repository.served.get(name)) else None,
-                "versions": [describe_version(classifier) for classifier in served.versions.values()] if served else [],
-                "refused": [
-                    {"version": refusal.version, "reason": refusal.reason} for refusal in refusals.get(name, [])
-                ],
-            }
-            for name in names
-        ],
+        "name": model.name,
+        "default_version": served.default_version if served else None,
+        "versions": [describe_version(classifier) for classifier in served.versions.values()] if served else [],
+        "refused": [{"version": refusal.version, "reason": refusal.reason} for refusal in model.refused],
     }
 
 
@@ -287,7 +282,7 @@ async def healthz() -> dict[str, str]:
 )
 async def readyz(request: Request) -> Response:
     core = request.app.state.core
-    ready = core is not None and core.repository.default_model in core.repository.served
+    ready = core is not None and core.ready()
     return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
 
 

@@ -112,9 +112,9 @@ async def server_live() -> dict[str, bool]:
     responses={503: _NOT_READY},
 )
 async def server_ready(request: Request) -> dict[str, bool]:
-    repository = inference_core(request).repository
-    if repository.default_model not in repository.served:
-        raise NotReadyError(f"the default model {repository.default_model!r} is not served")
+    core = inference_core(request)
+    if not core.ready():
+        raise NotReadyError(f"the default model {core.default_model!r} is not served")
     return {"ready": True}
 
 
@@ -145,7 +145,7 @@ def _unversioned_and_versioned(register: Callable[..., Callable], suffix: str, *
 )
 async def model_metadata(request: Request) -> dict[str, Any]:
     name = _model(request).info.name
-    versions = inference_core(request).repository.served[name].versions
+    versions = inference_core(request).served_versions(name)
     return {
         "name": name,
         "versions": [str(version) for version in versions],
