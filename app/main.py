@@ -33,7 +33,7 @@ from app.observability.logs import configure_logging
 from app.protocols import native, v2
 from app.repository.layout import scan_repository, single_file
 from app.repository.registry import ModelRepository, poll_forever
-from app.settings import Settings
+from app.settings import Settings, SettingsError, server_settings_in_environment
 
 logger = logging.getLogger("mnist.service")
 
@@ -154,4 +154,23 @@ def _direct_routes(settings: Settings) -> list[tuple[APIRoute, BodyRule]]:
     ]
 
 
-app = create_app()
+def __getattr__(name: str) -> ServiceFront:
+    """`app.main:app` for `uvicorn app.main:app`, built when uvicorn asks for it rather than at import.
+
+    `python -m app` builds its application with create_app (app/http/server.py); a server started
+    on its own would silently ignore the settings of that server, so they stop it here instead."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        raise SystemExit(f"error: {error}") from None
+    ignored = server_settings_in_environment()
+    if ignored:
+        raise SystemExit(
+            f"error: {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} read by `python -m app`'s server "
+            "only: serve with `python -m app`, or unset them and use uvicorn's own options (--host, --port, "
+            "--workers, --timeout-keep-alive, --timeout-graceful-shutdown)"
+        )
+    application = globals()["app"] = create_app(settings)
+    return application

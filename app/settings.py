@@ -1,15 +1,20 @@
-"""The service's configuration: one immutable object read from environment variables.
+"""The service's configuration: one immutable object read from environment variables by
+pydantic-settings.
 
-Every field names its variable and says what it does; the README's table is checked against
-this list by the tests, so the two cannot drift.
+Each field's variable is its name in capitals, and its description says what it does; the
+README's table is checked against these by the tests, so the two cannot drift. `Settings(...)`
+takes only what it is given (the tests build it so); `Settings.from_env()` reads the environment
+and says what is wrong with a value in one line.
 """
 
 import os
-import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mnist_core.files import MODEL_NAME_PATTERN, VERSION_PATTERN
 
@@ -57,150 +62,140 @@ class VersionPolicies:
         )
 
 
-def _env(name: str, description: str, minimum: float | None = None, choices: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A field's metadata: its environment variable, what it does, and how it is validated."""
-    return {"env": name, "help": description, "minimum": minimum, "choices": choices}
+def _policies(value: Any) -> Any:
+    return VersionPolicies.parse(value) if isinstance(value, str) else value
 
 
-@dataclass(frozen=True)
-class Settings:
-    model_repository: Path = field(
-        default=Path("models"),
-        metadata=_env("MODEL_REPOSITORY", "folder of models: <name>/<version>/model.pt with its model.json"),
+def _lowered(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True, arbitrary_types_allowed=True, str_strip_whitespace=True, protected_namespaces=()
     )
-    default_model: str = field(
-        default="mnist", metadata=_env("DEFAULT_MODEL", "model that /predict and /model use without ?model=")
+
+    model_repository: Path = Field(
+        Path("models"), description="folder of models: <name>/<version>/model.pt with its model.json"
     )
-    model_versions: VersionPolicies | None = field(
-        default=None,
-        metadata=_env(
-            "MODEL_VERSIONS", "versions to serve per model, e.g. mnist=2 or mnist=1+2 or mnist=all; others: latest"
-        ),
+    default_model: str = Field("mnist", description="model that /predict and /model use without ?model=")
+    model_versions: Annotated[VersionPolicies | None, NoDecode, BeforeValidator(_policies)] = Field(
+        None, description="versions to serve per model, e.g. mnist=2 or mnist=1+2 or mnist=all; others: latest"
     )
-    model_poll_seconds: float = field(
-        default=0.0,
-        metadata=_env("MODEL_POLL_SECONDS", "rescan the repository this often and swap in changes; 0: never", 0),
+    model_poll_seconds: float = Field(
+        0.0, ge=0, description="rescan the repository this often and swap in changes; 0: never"
     )
-    model_path: Path | None = field(
-        default=None,
-        metadata=_env("MODEL_PATH", "serve this one state_dict (and the .json beside it) as DEFAULT_MODEL version 1"),
+    model_path: Path | None = Field(
+        None, description="serve this one state_dict (and the .json beside it) as DEFAULT_MODEL version 1"
     )
-    allow_sha256_mismatch: bool = field(
-        default=False,
-        metadata=_env("ALLOW_SHA256_MISMATCH", "serve weights even if their sha256 differs from their .json's"),
+    allow_sha256_mismatch: bool = Field(
+        False, description="serve weights even if their sha256 differs from their .json's"
     )
-    device: str = field(default="auto", metadata=_env("DEVICE", "auto (CUDA when available), cpu, cuda or cuda:N"))
-    torch_threads: int = field(
-        default=1, metadata=_env("TORCH_THREADS", "CPU threads per worker for torch, numpy and OpenCV", 1)
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
+    torch_threads: int = Field(1, ge=1, description="CPU threads per worker for torch, numpy and OpenCV")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (python -m app)")
+    host: str = Field("127.0.0.1", description="address to listen on (python -m app)")
+    port: int = Field(8000, ge=1, description="port to listen on (python -m app)")
+    shutdown_timeout_seconds: float = Field(
+        5.0, ge=0, description="on SIGTERM, time given to requests in progress (python -m app)"
     )
-    workers: int = field(default=1, metadata=_env("WORKERS", "uvicorn worker processes (python -m app)", 1))
-    host: str = field(default="127.0.0.1", metadata=_env("HOST", "address to listen on (python -m app)"))
-    port: int = field(default=8000, metadata=_env("PORT", "port to listen on (python -m app)", 1))
-    shutdown_timeout_seconds: float = field(
-        default=5.0, metadata=_env("SHUTDOWN_TIMEOUT_SECONDS", "on SIGTERM, time given to requests in progress", 0)
+    max_upload_bytes: int = Field(MIB, ge=1, description="largest image file accepted")
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest width x height an image may declare")
+    max_batch: int = Field(64, ge=1, description="most images or tensors in one batch request")
+    max_batch_bytes: int = Field(8 * MIB, ge=1, description="largest body of a batch request (/predict/batch, V2)")
+    body_buffer_bytes: int = Field(
+        64 * MIB, ge=1, description="request body bytes one worker holds at once before answering 503"
     )
-    max_upload_bytes: int = field(default=MIB, metadata=_env("MAX_UPLOAD_BYTES", "largest image file accepted", 1))
-    max_image_pixels: int = field(
-        default=4096 * 4096, metadata=_env("MAX_IMAGE_PIXELS", "largest width x height an image may declare", 1)
+    body_timeout_seconds: float = Field(
+        20.0,
+        ge=0.001,
+        description="time allowed for a body, plus 1 s per BODY_MIN_RATE bytes received; then 408",
     )
-    max_batch: int = field(default=64, metadata=_env("MAX_BATCH", "most images or tensors in one batch request", 1))
-    max_batch_bytes: int = field(
-        default=8 * MIB, metadata=_env("MAX_BATCH_BYTES", "largest body of a batch request (/predict/batch, V2)", 1)
+    body_min_rate: int = Field(500, ge=1, description="bytes per second that extend BODY_TIMEOUT_SECONDS by one second")
+    header_timeout_seconds: float = Field(
+        20.0, ge=0.001, description="time to send a request's headers before 408 (python -m app)"
     )
-    body_buffer_bytes: int = field(
-        default=64 * MIB,
-        metadata=_env("BODY_BUFFER_BYTES", "request body bytes one worker holds at once before answering 503", 1),
+    keep_alive_seconds: float = Field(
+        5.0, ge=0.001, description="idle time before a kept-alive connection closes (python -m app)"
     )
-    body_timeout_seconds: float = field(
-        default=20.0,
-        metadata=_env(
-            "BODY_TIMEOUT_SECONDS",
-            "time allowed for a body, plus 1 s per BODY_MIN_RATE bytes received; then 408",
-            0.001,
-        ),
+    linger_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="after an early answer (413, 408) while the body still arrives, time spent reading and "
+        "discarding it so the client can read the answer, then the connection closes (python -m app)",
     )
-    body_min_rate: int = field(
-        default=500,
-        metadata=_env("BODY_MIN_RATE", "bytes per second that extend BODY_TIMEOUT_SECONDS by one second", 1),
+    linger_bytes: int = Field(
+        16 * MIB, ge=0, description="most body bytes read and discarded after an early answer (python -m app)"
     )
-    header_timeout_seconds: float = field(
-        default=20.0,
-        metadata=_env("HEADER_TIMEOUT_SECONDS", "time to send a request's headers before 408 (python -m app)", 0.001),
+    max_connections: int = Field(
+        1024, ge=1, description="open connections per worker; more are answered 503 and closed (python -m app)"
     )
-    keep_alive_seconds: float = field(
-        default=5.0,
-        metadata=_env("KEEP_ALIVE_SECONDS", "idle time before a kept-alive connection closes (python -m app)", 0.001),
-    )
-    linger_seconds: float = field(
-        default=5.0,
-        metadata=_env(
-            "LINGER_SECONDS",
-            "after an early answer (413, 408) while the body still arrives, time spent reading and discarding it "
-            "so the client can read the answer, then the connection closes (python -m app)",
-            0,
-        ),
-    )
-    linger_bytes: int = field(
-        default=16 * MIB,
-        metadata=_env("LINGER_BYTES", "most body bytes read and discarded after an early answer (python -m app)", 0),
-    )
-    max_connections: int = field(
-        default=1024,
-        metadata=_env("MAX_CONNECTIONS", "open connections per worker; more are answered 503 and closed", 1),
-    )
-    api_key: str | None = field(
-        default=None, repr=False, metadata=_env("API_KEY", "when set, prediction and model routes require this key")
-    )
-    log_level: str = field(default="info", metadata=_env("LOG_LEVEL", "log level", choices=LOG_LEVELS))
-    log_format: str = field(
-        default="text", metadata=_env("LOG_FORMAT", "text, or json for one JSON object per line", choices=LOG_FORMATS)
+    api_key: str | None = Field(None, repr=False, description="when set, prediction and model routes require this key")
+    log_level: Annotated[Literal[LOG_LEVELS], BeforeValidator(_lowered)] = Field("info", description="log level")
+    log_format: Annotated[Literal[LOG_FORMATS], BeforeValidator(_lowered)] = Field(
+        "text", description="text, or json for one JSON object per line"
     )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
-        environ = os.environ if environ is None else environ
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, *others: Any, **named: Any
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what the constructor is given: the environment is read by from_env(), so tests and
+        # benchmarks that build Settings(...) get exactly what they ask for, whatever is exported.
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
         for name, advice in RETIRED_SETTINGS.items():
-            if environ.get(name, "").strip():
+            if os.environ.get(name, "").strip():
                 raise SettingsError(f"{name} is no longer a setting: {advice}")
-        values = {}
-        for spec in fields(cls):
-            raw = environ.get(spec.metadata["env"])
-            if raw is not None and raw.strip() != "":
-                values[spec.name] = _parse(spec.metadata, spec.type, raw.strip())
-        return cls(**values)
+        values = EnvSettingsSource(cls, env_ignore_empty=True)()
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            raise SettingsError("; ".join(_one_line(problem) for problem in error.errors())) from None
+
+
+# Read by the server `python -m app` runs (app/http/server.py), not by the application: uvicorn
+# started on its own has options of its own for some, and no equivalent for the rest.
+SERVER_SETTINGS = (
+    "workers",
+    "host",
+    "port",
+    "shutdown_timeout_seconds",
+    "header_timeout_seconds",
+    "keep_alive_seconds",
+    "linger_seconds",
+    "linger_bytes",
+    "max_connections",
+)
+
+
+def server_settings_in_environment() -> list[str]:
+    """The server's variables that are set, for an application served by another server, which
+    would ignore them."""
+    return [variable(name) for name in SERVER_SETTINGS if os.environ.get(variable(name), "").strip()]
+
+
+def variable(field_name: str) -> str:
+    """The environment variable of a setting."""
+    return field_name.upper()
 
 
 def setting_variables() -> dict[str, str]:
-    """Each environment variable and its help text, in declaration order."""
-    return {spec.metadata["env"]: spec.metadata["help"] for spec in fields(Settings)}
+    """Each environment variable and its description, in declaration order."""
+    return {variable(name): spec.description or "" for name, spec in Settings.model_fields.items()}
 
 
-def _parse(metadata: Mapping[str, Any], kind: Any, raw: str) -> Any:
-    env = metadata["env"]
-    if get_origin(kind) in (Union, types.UnionType):
-        kind = next(arg for arg in get_args(kind) if arg is not type(None))
-    try:
-        value = _PARSERS.get(kind, str)(raw)
-    except SettingsError:
-        raise
-    except ValueError as error:
-        raise SettingsError(f"{env}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from error
-    if metadata["minimum"] is not None and value < metadata["minimum"]:
-        raise SettingsError(f"{env}={raw!r} must be at least {metadata['minimum']}")
-    if metadata["choices"]:
-        value = value.lower()
-        if value not in metadata["choices"]:
-            raise SettingsError(f"{env}={raw!r} must be one of {', '.join(metadata['choices'])}")
-    return value
-
-
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
-
-
-_PARSERS = {int: int, float: float, bool: _parse_bool, Path: Path, VersionPolicies: VersionPolicies.parse}
+def _one_line(problem: Mapping[str, Any]) -> str:
+    """A problem pydantic found with one variable, in the words the service has always used."""
+    if problem["type"] == "value_error":
+        return str(problem["ctx"]["error"])  # our own parser's message, which names the variable
+    shown = f"{variable(str(problem['loc'][0]))}={problem['input']!r}"
+    if problem["type"] in ("greater_than_equal", "greater_than"):
+        return f"{shown} must be at least {next(iter(problem['ctx'].values()))}"
+    if problem["type"] == "literal_error":
+        return f"{shown} must be one of {problem['ctx']['expected']}"
+    if problem["type"].endswith("_parsing"):
+        return f"{shown} is not a valid {problem['type'].removesuffix('_parsing')}"
+    return f"{shown}: {problem['msg']}"

@@ -30,4 +30,4 @@ async def readyz() -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    sys.exit(run(Settings.from_env(), "bench.bare_app:app"))
+    sys.exit(run(Settings.from_env(), "bench.bare_app:app", factory=False))

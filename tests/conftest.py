@@ -5,7 +5,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +83,7 @@ def reference_probabilities(model: NeuralNetwork, images: torch.Tensor) -> np.nd
 def running_server(**overrides) -> Iterator[str]:
     """The app under real uvicorn on a free 127.0.0.1 port, in a thread; yields its base URL."""
     settings = Settings(**{"model_repository": REPO_ROOT / "models", "device": "cpu", **overrides})
-    config = uvicorn_config(replace(settings, shutdown_timeout_seconds=2), app=create_app(settings))
+    config = uvicorn_config(settings.model_copy(update={"shutdown_timeout_seconds": 2}), app=create_app(settings))
     server = uvicorn.Server(config)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

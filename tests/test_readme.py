@@ -19,7 +19,7 @@ README = (REPO_ROOT / "README.md").read_text()
 
 def test_every_setting_is_in_the_readme_with_its_default():
     defaults = Settings()
-    for spec_name, variable in zip(Settings.__dataclass_fields__, setting_variables(), strict=True):
+    for spec_name, variable in zip(Settings.model_fields, setting_variables(), strict=True):
         row = next((line for line in README.splitlines() if line.startswith(f"| `{variable}` |")), None)
         assert row is not None, f"{variable} is not in the README's settings table"
         default = getattr(defaults, spec_name)

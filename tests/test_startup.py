@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from app.inference.classifier import DigitClassifier, ModelLoadError, load_classifier
+from app.settings import SERVER_SETTINGS, Settings, SettingsError, variable
 from mnist_core.files import metadata_path_for
 from tests.conftest import SHIPPED_WEIGHTS, make_client
 from tests.helpers import REPO_ROOT
@@ -179,3 +180,41 @@ def test_the_real_server_exits_non_zero_with_one_clear_line(environment, expecte
     assert "Traceback" not in completed.stderr
     matching = [line for line in completed.stderr.splitlines() if expected_line in line]
     assert len(matching) == 1, completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected_line"),
+    [
+        ({"HOST": "127.0.0.2", "PORT": "9000"}, "error: HOST, PORT are read by `python -m app`'s server only"),
+        ({"LINGER_SECONDS": "1"}, "error: LINGER_SECONDS is read by `python -m app`'s server only"),
+        ({"MAX_BATCH": "many"}, "error: MAX_BATCH='many' is not a valid int"),
+    ],
+    ids=["server-address", "server-defence", "bad-setting"],
+)
+def test_uvicorn_on_its_own_refuses_settings_it_would_ignore_with_one_clear_line(environment, expected_line):
+    server_variables = {variable(name) for name in SERVER_SETTINGS}
+    inherited = {name: value for name, value in os.environ.items() if name not in server_variables}
+    completed = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", "0"],
+        cwd=REPO_ROOT,
+        env={**inherited, **environment},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode != 0
+    assert "Traceback" not in completed.stderr
+    [error] = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
+    assert expected_line in error
+
+
+def test_settings_are_read_from_the_environment_only_by_from_env(monkeypatch):
+    monkeypatch.setenv("MAX_BATCH", " 8 ")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("MODEL_PATH", "")  # empty: unset, as the README says
+    assert Settings().max_batch == 64
+    read = Settings.from_env()
+    assert (read.max_batch, read.log_level, read.model_path) == (8, "debug", None)
+    monkeypatch.setenv("BODY_TIMEOUT_SECONDS", "0")
+    with pytest.raises(SettingsError, match=r"^BODY_TIMEOUT_SECONDS='0' must be at least 0.001$"):
+        Settings.from_env()

@@ -43,6 +43,7 @@ logger = logging.getLogger("mnist.server")
 # File descriptors a worker needs besides its client connections (listening socket, logs,
 # model files, the metrics files of multiprocess mode, the event loop's own).
 _SPARE_DESCRIPTORS = 64
+FACTORY = "app.main:create_app"  # each worker builds its application with the settings it reads
 
 
 def _plain_response(status: str, text: str, extra_headers: str = "") -> bytes:
@@ -175,10 +176,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def uvicorn_config(settings: Settings, app: str | ASGIApp = "app.main:app") -> uvicorn.Config:
-    """How `python -m app` runs the service (and the benchmarks and system tests run it)."""
+def uvicorn_config(settings: Settings, app: str | ASGIApp = FACTORY, factory: bool = True) -> uvicorn.Config:
+    """How `python -m app` runs the service (and the benchmarks and system tests run it): `app` is
+    an application or its import string, or with `factory` the import string of a function each
+    worker builds its own application with."""
     return uvicorn.Config(
         app,
+        factory=factory and isinstance(app, str),
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
@@ -220,10 +224,10 @@ def raise_descriptor_limit(max_connections: int) -> None:
         )
 
 
-def run(settings: Settings, app: str = "app.main:app") -> int:
+def run(settings: Settings, app: str = FACTORY, factory: bool = True) -> int:
     """Serve `app` until a signal stops it: its exit status (3 if a worker failed to start)."""
     raise_descriptor_limit(settings.max_connections)
-    config = uvicorn_config(settings, app)
+    config = uvicorn_config(settings, app, factory)
     if settings.workers == 1:
         server = uvicorn.Server(config)
         server.run()
