@@ -101,8 +101,10 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(MIB, ge=1, description="largest image file accepted")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest width x height an image may declare")
-    max_batch: int = Field(64, ge=1, description="most images or tensors in one batch request")
-    max_batch_bytes: int = Field(8 * MIB, ge=1, description="largest body of a batch request (/predict/batch, V2)")
+    max_batch: int = Field(64, ge=1, description="most images in one /predict/batch request")
+    max_batch_bytes: int = Field(
+        8 * MIB, ge=1, description="largest body of a batch request (/predict/batch; V2 infer, which it bounds in rows)"
+    )
     body_buffer_bytes: int = Field(
         64 * MIB, ge=1, description="request body bytes one worker holds at once before answering 503"
     )

@@ -58,6 +58,8 @@ def test_model_metadata_and_readiness_unversioned_and_versioned(client):
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
             {"name": "label", "datatype": "INT64", "shape": [-1]},
         ],
+        # 8 MiB (MAX_BATCH_BYTES) holds 2,674 FP32 rows of 784 as binary data, and more UINT8 images.
+        "parameters": {"max_batch_bytes": 8 * 1024 * 1024, "max_batch_size": 2674},
     }
     assert client.get("/v2/models/mnist").json() == expected
     assert client.get("/v2/models/mnist/versions/1").json() == expected
@@ -210,8 +212,15 @@ def _one_input(name: str, datatype: str, shape: list, data) -> list[dict]:
         (_encoded(inputs=_one_input("image", "UINT8", [1, 784], _ZEROS)), "must have shape ['N', 28, 28]"),
         (_encoded(inputs=_one_input("image", "UINT8", [1, 28, -28], _ZEROS)), "must have shape"),
         (_encoded(inputs=_one_input("image", "UINT8", [1.0, 28, 28], _ZEROS)), "must have shape"),
-        (_encoded(inputs=_one_input("image", "UINT8", [0, 28, 28], [])), "holds a batch of 0; send 1 to 64"),
-        (_encoded(inputs=_one_input("image", "UINT8", [65, 28, 28], [])), "holds a batch of 65; send 1 to 64"),
+        (
+            _encoded(inputs=_one_input("image", "UINT8", [0, 28, 28], [])),
+            "holds a batch of 0; a request of at most 8.0 MiB (MAX_BATCH_BYTES) carries 1 to 10699 rows of UINT8",
+        ),
+        (
+            _encoded(inputs=_one_input("input", "FP32", [2675, 784], [])),
+            "holds a batch of 2675; a request of at most 8.0 MiB (MAX_BATCH_BYTES) carries 1 to 2674 rows of FP32",
+        ),
+        (_encoded(inputs=_one_input("image", "UINT8", [65, 28, 28], [])), "'data' must be flat with"),
         (_encoded(inputs=_one_input("image", "UINT8", [1, 28, 28], _ZEROS[:-1])), "'data' must be flat with 784"),
         (_encoded(inputs=_one_input("image", "UINT8", [1, 28, 28], [[[0] * 28] * 27 + [[0] * 27]])), "nested as"),
         (_encoded(inputs=_one_input("image", "UINT8", [1, 28, 28], _ending_with(256))), "from 0 to 255"),
@@ -336,4 +345,31 @@ def test_a_header_length_that_is_not_plain_digits_is_a_400_error(header_length):
     """A latin-1 header can carry "³", which str.isdigit takes and int() refuses."""
     body, _ = _binary_image(784, b"\0" * 784)
     with pytest.raises(V2Error, match="Inference-Header-Content-Length must be the size of the JSON header"):
-        parse_infer_request(body, header_length, max_batch=64)
+        parse_infer_request(body, header_length, max_request_bytes=8 * 1024 * 1024)
+
+
+def test_a_request_carries_as_many_rows_as_its_bytes_allow(client, mnist_test_split):
+    """2,000 FP32 rows (6.3 MB as binary data) in one request at the default limits, answered as the
+    same digits are in requests of a few rows, while small requests go on being answered."""
+    inputs = (mnist_test_split.images[:2000].numpy().reshape(2000, 784) / np.float32(255)).astype("<f4")
+    header = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP32",
+                "shape": [2000, 784],
+                "parameters": {"binary_data_size": inputs.nbytes},
+            }
+        ],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+    }
+    body, headers = _binary_body(header, inputs.tobytes())
+    response = client.post(INFER, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    probabilities = np.frombuffer(_split_binary_response(response)[1], "<f4").reshape(2000, 10)
+    for start in range(0, 2000, 250):
+        rows = inputs[start : start + 8]
+        small = client.post(INFER, json=_json_input("input", "FP32", [8, 784], rows.reshape(-1).tolist())).json()
+        expected = np.array(small["outputs"][0]["data"], dtype=np.float32).reshape(8, 10)
+        np.testing.assert_allclose(probabilities[start : start + 8], expected, atol=1e-5)
+        assert (probabilities[start : start + 8].argmax(1) == expected.argmax(1)).all()

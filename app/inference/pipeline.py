@@ -21,8 +21,10 @@ from app.repository.registry import ModelRepository, Refusal, ServedModel
 from mnist_core.contract import IMAGE_SIDE, pixels_to_input
 
 # Up to a full batch of MNIST-sized digits: sending that little work to a thread costs more in
-# hops and GIL hand-overs than it spares the event loop.
-INLINE_PIXEL_BUDGET = 64 * 28 * 28
+# hops and GIL hand-overs than it spares the event loop. Larger requests (V2 tensors may carry
+# thousands of rows) run in a thread, so the loop goes on serving small requests meanwhile.
+INLINE_ROWS = 64
+INLINE_PIXEL_BUDGET = INLINE_ROWS * IMAGE_SIDE * IMAGE_SIDE
 _FILENAME_SHOWN = 80
 # Requests with this many rows or more gain nothing from sharing a model call: joined with others,
 # large V2 batches ran slower, since the joined batch no longer fits the CPU's caches.
@@ -115,10 +117,13 @@ class InferenceCore:
     async def classify_inputs(self, classifier: DigitClassifier, inputs: np.ndarray) -> Classification:
         """float32 network inputs (N, 784) in [0, 1]: a few rows in one model call with other requests'
         (batching.py), a batch of its own in a call of its own."""
-        if len(inputs) >= OWN_CALL_ROWS:
-            probabilities = self._batcher(classifier).run_now(inputs)
+        batcher = self._batcher(classifier)
+        if len(inputs) > INLINE_ROWS:
+            probabilities = await asyncio.to_thread(batcher.run_now, inputs)
+        elif len(inputs) >= OWN_CALL_ROWS:
+            probabilities = batcher.run_now(inputs)
         else:
-            probabilities = await self._batcher(classifier).probabilities(inputs)
+            probabilities = await batcher.probabilities(inputs)
         classes = probabilities.argmax(axis=1)
         for predicted in classes.tolist():
             classifier.prediction_counters[predicted].inc()

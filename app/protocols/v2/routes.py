@@ -31,6 +31,7 @@ from app.protocols.v2.tensors import (
     MODEL_INPUTS,
     MODEL_OUTPUTS,
     encode_infer_response,
+    max_rows,
     parse_infer_request,
 )
 
@@ -146,12 +147,19 @@ def _unversioned_and_versioned(register: Callable[..., Callable], suffix: str, *
 async def model_metadata(request: Request) -> dict[str, Any]:
     name = _model(request).info.name
     versions = inference_core(request).served_versions(name)
+    max_request_bytes = request.app.state.settings.max_batch_bytes
     return {
         "name": name,
         "versions": [str(version) for version in versions],
         "platform": PLATFORM,
         "inputs": [spec.metadata() for spec in MODEL_INPUTS],
         "outputs": [spec.metadata() for spec in MODEL_OUTPUTS],
+        # Triton reports max_batch_size in a model's configuration; here it is the rows of the
+        # largest input that fit in a request, whichever input a client sends.
+        "parameters": {
+            "max_batch_bytes": max_request_bytes,
+            "max_batch_size": min(max_rows(spec, max_request_bytes) for spec in MODEL_INPUTS),
+        },
     }
 
 
@@ -174,7 +182,7 @@ async def infer(request: Request) -> Response:
     classifier = _model(request)
     core = inference_core(request)
     parsed = parse_infer_request(
-        await request.body(), request.headers.get(HEADER_LENGTH), request.app.state.settings.max_batch
+        await request.body(), request.headers.get(HEADER_LENGTH), request.app.state.settings.max_batch_bytes
     )
     if parsed.input.name == "image":
         result = await core.classify_digits(classifier, parsed.array)

@@ -48,6 +48,7 @@ class ModelMetadata(BaseModel):
                 "platform": "pytorch",
                 "inputs": [spec.metadata() for spec in MODEL_INPUTS],
                 "outputs": [spec.metadata() for spec in MODEL_OUTPUTS],
+                "parameters": {"max_batch_bytes": 8388608, "max_batch_size": 2674},
             }
         }
     )
@@ -57,6 +58,10 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: dict[str, int] = Field(
+        description="`max_batch_bytes`: the largest request body (MAX_BATCH_BYTES); `max_batch_size`: the most "
+        "rows of either input such a request carries in binary tensor data (fewer as JSON numbers)"
+    )
 
 
 class RequestInput(BaseModel):

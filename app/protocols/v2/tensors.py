@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from app.errors import ClientError
+from app.http.limits import human_bytes
 from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, NUM_CLASSES
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -87,8 +88,11 @@ class InferRequest:
     outputs: tuple[RequestedOutput, ...]
 
 
-def parse_infer_request(body: bytes, header_length: str | None, max_batch: int) -> InferRequest:
-    """The request as the model can take it, or a V2Error saying what is wrong with it."""
+def parse_infer_request(body: bytes, header_length: str | None, max_request_bytes: int) -> InferRequest:
+    """The request as the model can take it, or a V2Error saying what is wrong with it.
+
+    Its rows are bounded by bytes, not by a count: a request carries as many as fit in
+    `max_request_bytes` (MAX_BATCH_BYTES) in the binary format, the smallest a row can take."""
     header, binary = _split_body(body, header_length)
     document = _load_json(header)
     request_id = document.get("id")
@@ -96,7 +100,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_batch: int) 
         raise V2Error("'id' must be a string")
     parameters = _object(document.get("parameters", {}), "'parameters'")
     binary_by_default = _flag(parameters, "binary_data_output", "the request's parameters")
-    spec, array = _read_input(document.get("inputs"), binary, max_batch)
+    spec, array = _read_input(document.get("inputs"), binary, max_request_bytes)
     outputs = _requested_outputs(document.get("outputs"), binary_by_default)
     return InferRequest(request_id, spec, array, outputs)
 
@@ -143,7 +147,7 @@ def _flag(parameters: dict[str, Any], key: str, where: str) -> bool:
     return value
 
 
-def _read_input(inputs: Any, binary: bytes, max_batch: int) -> tuple[TensorSpec, np.ndarray]:
+def _read_input(inputs: Any, binary: bytes, max_request_bytes: int) -> tuple[TensorSpec, np.ndarray]:
     if not isinstance(inputs, list) or not inputs:
         raise V2Error(f"'inputs' must be a list holding one input: {_ACCEPTED_INPUTS}")
     if len(inputs) != 1:
@@ -154,7 +158,7 @@ def _read_input(inputs: Any, binary: bytes, max_batch: int) -> tuple[TensorSpec,
     if spec is None:
         raise V2Error(f"unknown input {str(name)[:40]!r}; this model takes {_ACCEPTED_INPUTS}")
     _check_datatype(spec, tensor.get("datatype"))
-    shape = _check_shape(spec, tensor.get("shape"), max_batch)
+    shape = _check_shape(spec, tensor.get("shape"), max_request_bytes)
     parameters = _object(tensor.get("parameters", {}), f"parameters of input {spec.name!r}")
     if "binary_data_size" in parameters:
         if "data" in tensor:
@@ -175,17 +179,26 @@ def _check_datatype(spec: TensorSpec, datatype: Any) -> None:
         raise V2Error(f"input {spec.name!r} must be {spec.datatype}, not {datatype}")
 
 
-def _check_shape(spec: TensorSpec, shape: Any, max_batch: int) -> tuple[int, ...]:
+def max_rows(spec: TensorSpec, max_request_bytes: int) -> int:
+    """The most rows of this input a request of `max_request_bytes` can carry (as binary data)."""
+    return max_request_bytes // (math.prod(spec.shape[1:]) * np.dtype(spec.dtype).itemsize)
+
+
+def _check_shape(spec: TensorSpec, shape: Any, max_request_bytes: int) -> tuple[int, ...]:
     expected = [dim if dim >= 0 else "N" for dim in spec.shape]
+    most = max_rows(spec, max_request_bytes)
     if (
         not isinstance(shape, list)
         or len(shape) != len(spec.shape)
         or not all(type(dim) is int for dim in shape)
         or any(want >= 0 and dim != want for dim, want in zip(shape, spec.shape, strict=True))
     ):
-        raise V2Error(f"input {spec.name!r} must have shape {expected} with N from 1 to {max_batch}; got {shape}")
-    if not 1 <= shape[0] <= max_batch:
-        raise V2Error(f"input {spec.name!r} holds a batch of {shape[0]}; send 1 to {max_batch} (MAX_BATCH)")
+        raise V2Error(f"input {spec.name!r} must have shape {expected} with N from 1 to {most}; got {shape}")
+    if not 1 <= shape[0] <= most:
+        raise V2Error(
+            f"input {spec.name!r} holds a batch of {shape[0]}; a request of at most {human_bytes(max_request_bytes)} "
+            f"(MAX_BATCH_BYTES) carries 1 to {most} rows of {spec.datatype} {list(spec.shape[1:])}"
+        )
     return tuple(shape)
 
 
