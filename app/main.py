@@ -28,6 +28,7 @@ from app.http.pages import STATIC_DIR, page_router
 from app.http.security import require_api_key
 from app.inference.classifier import ModelLoadError
 from app.inference.pipeline import InferenceCore
+from app.memory import malloc_trim, trim_forever
 from app.observability import metrics
 from app.observability.logs import configure_logging
 from app.protocols import native, v2
@@ -72,18 +73,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise ModelLoadError(_nothing_to_serve(repository, settings))
     app.state.core = core
     logger.info("serving with %d torch thread(s)", torch.get_num_threads())
-    poller = (
-        asyncio.create_task(poll_forever(repository, settings.model_poll_seconds))
+    chores = (
+        [asyncio.create_task(poll_forever(repository, settings.model_poll_seconds))]
         if settings.model_poll_seconds
-        else None
+        else []
     )
+    trim = malloc_trim()
+    if trim is not None:
+        chores.append(asyncio.create_task(trim_forever(trim)))
     try:
         yield
     finally:
-        if poller is not None:
-            poller.cancel()
+        for chore in chores:
+            chore.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await poller
+                await chore
         app.state.core = None
         metrics.mark_worker_exited()
 
