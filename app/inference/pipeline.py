@@ -116,7 +116,7 @@ class InferenceCore:
 
     async def classify_inputs(self, classifier: DigitClassifier, inputs: np.ndarray) -> Classification:
         """float32 network inputs (N, 784) in [0, 1]: a few rows in one model call with other requests'
-        (batching.py), a batch of its own in a call of its own."""
+        (batching.py), a batch of its own in a call of its own, in a thread when it is large."""
         batcher = self._batcher(classifier)
         if len(inputs) > INLINE_ROWS:
             probabilities = await asyncio.to_thread(batcher.run_now, inputs)
