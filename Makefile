@@ -7,9 +7,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/datasets
 ROUNDS ?= 5
+DURATION ?= 1800
 SETUP := $(PYTHON) scripts/bootstrap.py env --venv $(VENV)
 
-.PHONY: run test test-system test-stress lint lock train samples bench bench-peers bench-robust bench-train clean
+.PHONY: run test test-system test-stress soak lint lock train samples bench bench-peers bench-robust bench-train clean
 
 run:  ## serve the model repository models/ on http://127.0.0.1:8000
 	@$(SETUP)
@@ -30,6 +31,11 @@ test-system:  ## slow suites: browser, load, fuzz, deployment files, then the Do
 test-stress:  ## the fast suite in ROUNDS rounds of two copies at once beside a CPU hog, then under other torch kernel sets
 	@$(SETUP) train dev
 	scripts/stress-suite.sh $(ROUNDS)
+
+soak:  ## the service with 2 workers under mixed load and version swaps for DURATION seconds, checked against bounds (root: installs wrk)
+	@$(SETUP) train dev
+	scripts/system-deps.sh wrk
+	$(BIN)/python bench/soak.py --duration $(DURATION) $(ARGS)
 
 lock:  ## resolve uv.lock again from pyproject.toml (ARGS="--upgrade" for the newest allowed), and docker/requirements.txt
 	$(PYTHON) scripts/bootstrap.py lock $(ARGS)

@@ -71,6 +71,25 @@ def multipart(field: str, files: list[tuple[str, bytes]]) -> bytes:
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
+def v2_binary_request(tensor: Any, outputs: list[dict[str, Any]]) -> tuple[bytes, int]:
+    """A V2 infer body with `tensor` (FP32 [N, 784], numpy) as binary tensor data: the body and the
+    length of its JSON header (Inference-Header-Content-Length)."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": list(tensor.shape),
+                    "parameters": {"binary_data_size": tensor.nbytes},
+                }
+            ],
+            "outputs": outputs,
+        }
+    ).encode()
+    return header + tensor.tobytes(), len(header)
+
+
 def digit_upload() -> Path:
     """samples/7.png as a one-file multipart body for /predict, written once."""
     body = WORK / "bodies" / "digit.body"
@@ -145,6 +164,19 @@ def tree_cpu_seconds(root: int) -> float:
             ticks += sum(int(value) for value in stats[pid][11:15])
             pending.extend(children.get(pid, []))
     return ticks / CLOCK_TICKS
+
+
+def worker_pids(root: int) -> list[int]:
+    """The uvicorn worker processes under `python -m app`; the process itself when it serves alone."""
+    children = Path(f"/proc/{root}/task/{root}/children").read_text().split()
+    workers = [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return workers or [root]
+
+
+def memory_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process's memory figure from /proc/<pid>/status: VmRSS now, or VmHWM, its peak."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE).group(1)) / 1024
 
 
 def _group_alive(group: int) -> bool:

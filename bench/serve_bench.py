@@ -16,7 +16,6 @@ bench/results.json.
 
 import argparse
 import json
-import re
 import shlex
 import shutil
 import statistics
@@ -37,6 +36,7 @@ from harness import (
     WORK,
     Server,
     measured,
+    memory_mib,
     multipart,
     pair_result,
     report,
@@ -44,6 +44,8 @@ from harness import (
     start_python,
     start_service,
     summarise,
+    v2_binary_request,
+    worker_pids,
     wrk,
 )
 from machine import describe_machine
@@ -70,21 +72,9 @@ def write_bodies(folder: Path) -> Bodies:
     batch.write_bytes(multipart("files", [(path.name, path.read_bytes()) for path in digits]))
     pixels = np.stack([np.asarray(Image.open(path), dtype=np.uint8) for path in digits])
     tensor = (pixels.reshape(BATCH, -1) / np.float32(255)).astype("<f4")
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "datatype": "FP32",
-                    "shape": list(tensor.shape),
-                    "parameters": {"binary_data_size": tensor.nbytes},
-                }
-            ],
-            "outputs": [{"name": "label", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    v2.write_bytes(header + tensor.tobytes())
-    return Bodies(batch, v2, len(header))
+    body, header_length = v2_binary_request(tensor, [{"name": "label", "parameters": {"binary_data": True}}])
+    v2.write_bytes(body)
+    return Bodies(batch, v2, header_length)
 
 
 def _log(name: str) -> Path:
@@ -129,18 +119,6 @@ def rounds_of(servers: list[Server], args: argparse.Namespace) -> list[list[dict
     return runs
 
 
-def worker_pids(server: Server, workers: int) -> list[int]:
-    if workers == 1:
-        return [server.process.pid]
-    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
-    return [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
-
-
-def peak_rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) / 1024
-
-
 def mean_seconds(server: Server, name: str, labels: dict[str, str]) -> float:
     with urllib.request.urlopen(server.url.replace("/predict", "/metrics")) as response:  # noqa: S310 (http://127.0.0.1)
         text = response.read().decode()
@@ -159,7 +137,9 @@ def compare_workers(bodies: Bodies, workers: int, args: argparse.Namespace) -> d
         servers = [ours, floor, *(batch_routes(ours, bodies) if workers == 1 else ())]
         runs = rounds_of(servers, args)
         result = pair_result(runs[0], runs[1])
-        result["peak_rss_mib_per_worker"] = [round(peak_rss_mib(pid), 1) for pid in worker_pids(ours, workers)]
+        result["peak_rss_mib_per_worker"] = [
+            round(memory_mib(pid, "VmHWM"), 1) for pid in worker_pids(ours.process.pid)
+        ]
         if workers == 1:
             single = result["mnist_serve"]["rps"]
             batch, v2 = (summarise(server_runs) for server_runs in runs[2:])
