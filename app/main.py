@@ -34,7 +34,7 @@ from app.observability.logs import configure_logging
 from app.protocols import native, v2
 from app.repository.layout import scan_repository, single_file
 from app.repository.registry import ModelRepository, poll_forever
-from app.settings import Settings, SettingsError, server_settings_in_environment
+from app.settings import Settings, SettingsError
 
 logger = logging.getLogger("mnist.service")
 
@@ -169,7 +169,7 @@ def __getattr__(name: str) -> ServiceFront:
         settings = Settings.from_env()
     except SettingsError as error:
         raise SystemExit(f"error: {error}") from None
-    ignored = server_settings_in_environment()
+    ignored = settings.server_settings_given()
     if ignored:
         raise SystemExit(
             f"error: {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} read by `python -m app`'s server "

@@ -146,12 +146,19 @@ class Settings(BaseSettings):
         # benchmarks that build Settings(...) get exactly what they ask for, whatever is exported.
         return (init_settings,)
 
+    def server_settings_given(self) -> list[str]:
+        """The variables of `python -m app`'s server that were set, for an application served by
+        another server, which would ignore them."""
+        return [variable(name) for name in SERVER_SETTINGS if name in self.model_fields_set]
+
     @classmethod
     def from_env(cls) -> "Settings":
         for name, advice in RETIRED_SETTINGS.items():
             if os.environ.get(name, "").strip():
                 raise SettingsError(f"{name} is no longer a setting: {advice}")
-        values = EnvSettingsSource(cls, env_ignore_empty=True)()
+        # A variable that is empty or only blanks counts as unset, as it always has.
+        found = EnvSettingsSource(cls)()
+        values = {name: value for name, value in found.items() if not (isinstance(value, str) and not value.strip())}
         try:
             return cls(**values)
         except ValidationError as error:
@@ -171,12 +178,6 @@ SERVER_SETTINGS = (
     "linger_bytes",
     "max_connections",
 )
-
-
-def server_settings_in_environment() -> list[str]:
-    """The server's variables that are set, for an application served by another server, which
-    would ignore them."""
-    return [variable(name) for name in SERVER_SETTINGS if os.environ.get(variable(name), "").strip()]
 
 
 def variable(field_name: str) -> str:

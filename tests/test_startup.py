@@ -212,9 +212,11 @@ def test_settings_are_read_from_the_environment_only_by_from_env(monkeypatch):
     monkeypatch.setenv("MAX_BATCH", " 8 ")
     monkeypatch.setenv("LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("MODEL_PATH", "")  # empty: unset, as the README says
+    monkeypatch.setenv("PORT", "  ")  # only blanks: unset too
     assert Settings().max_batch == 64
     read = Settings.from_env()
-    assert (read.max_batch, read.log_level, read.model_path) == (8, "debug", None)
+    assert (read.max_batch, read.log_level, read.model_path, read.port) == (8, "debug", None, 8000)
+    assert read.server_settings_given() == []
     monkeypatch.setenv("BODY_TIMEOUT_SECONDS", "0")
     with pytest.raises(SettingsError, match=r"^BODY_TIMEOUT_SECONDS='0' must be at least 0.001$"):
         Settings.from_env()
