@@ -308,11 +308,12 @@ def soak(arguments: argparse.Namespace) -> dict[str, Any]:
         try:
             while (remaining := arguments.duration - (time.monotonic() - started)) >= 1:
                 results = run_window(base_url, loads, int(min(arguments.window, remaining)))
+                sampled = worker_pids(server.process.pid)
                 window = Window(
                     round(time.monotonic() - started, 1),
                     results,
-                    {pid: memory_mib(pid) for pid in worker_pids(server.process.pid)},
-                    {pid: open_files(pid) for pid in worker_pids(server.process.pid)},
+                    {pid: memory_mib(pid) for pid in sampled},
+                    {pid: open_files(pid) for pid in sampled},
                 )
                 windows.append(window)
                 print_window(window, len(swaps))
