@@ -3,7 +3,7 @@
 Settings are read when the application is built; the models are loaded in the lifespan, so
 importing this module loads nothing and a server only accepts traffic once its models are warm.
 
-    ServiceFront (ids, metrics, access log, body limits, direct prediction routes)
+    ServiceFront (ids, metrics, access log, body limits, the routes that read a body)
       -> FastAPI (docs, operations, model descriptions, V2 metadata)
     both protocols -> InferenceCore (decode -> preprocess -> model) -> ModelRepository
 """
@@ -17,13 +17,11 @@ from contextlib import asynccontextmanager
 import cv2
 import torch
 from fastapi import Depends, FastAPI
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
 from app.http.error_handlers import install_error_handlers
 from app.http.front import ServiceFront
-from app.http.limits import MULTIPART_OVERHEAD_BYTES, BodyRule
 from app.http.pages import STATIC_DIR, page_router
 from app.http.security import require_api_key
 from app.inference.classifier import ModelLoadError
@@ -138,24 +136,7 @@ def create_app(settings: Settings | None = None) -> ServiceFront:
     app.include_router(page_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     v2.document_schemas(app)
-    return ServiceFront(app, settings, _direct_routes(settings))
-
-
-def _direct_routes(settings: Settings) -> list[tuple[APIRoute, BodyRule]]:
-    """The prediction routes the front serves itself, each with what its body may be."""
-    upload = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
-    batch = min(settings.max_batch_bytes, settings.max_batch * upload)
-    multipart = b"multipart/form-data"
-    rules = {
-        "/predict": BodyRule(upload, "MAX_UPLOAD_BYTES", multipart, "curl -F file=@digit.png .../predict"),
-        "/predict/batch": BodyRule(
-            batch, "MAX_BATCH_BYTES", multipart, "curl -F files=@a.png -F files=@b.png .../predict/batch"
-        ),
-    }
-    v2_rule = BodyRule(settings.max_batch_bytes, "MAX_BATCH_BYTES")
-    return [(route, rules[route.path]) for route in native.prediction_router.routes] + [
-        (route, v2_rule) for route in v2.infer_router.routes
-    ]
+    return ServiceFront(app, settings)
 
 
 def __getattr__(name: str) -> ServiceFront:

@@ -84,12 +84,17 @@ def _is_a_route(request: Request, path: str) -> bool:
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    return validation_error_response(error, request.url.path)
+
+
+def validation_error_response(error: RequestValidationError, path: str) -> JSONResponse:
+    """Parameters that do not validate: V2's 400 `{"error"}`, or FastAPI's 422 with each problem."""
     metrics.REJECTED.labels("validation").inc()
     problems = [
         {key: value for key, value in problem.items() if key in ("type", "loc", "msg")} for problem in error.errors()
     ]
     detail = "; ".join(f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in problems)
-    if is_v2_path(request.url.path):
+    if is_v2_path(path):
         return JSONResponse({"error": detail}, status_code=400)
     return JSONResponse({"detail": detail, "errors": problems}, status_code=422)
 

@@ -1,11 +1,11 @@
 """The one ASGI layer in front of the FastAPI app: request ids, metrics, access log, body limits,
-and a direct path to the prediction endpoints.
+and a direct path to the routes that read a body.
 
-Every request passes here once. The prediction routes (`/predict`, `/predict/batch`, V2 infer)
-are dispatched straight to their endpoint functions: they take only the request, so FastAPI's
-per-request machinery (its middleware stack, router, dependency solving) would cost more than
-decoding and classifying a digit. FastAPI still declares them, so they are in the OpenAPI
-document and /docs, and it serves every other route as usual.
+Every request passes here once. The routes that read a body (`/predict`, `/predict/batch`, V2
+infer) are dispatched straight to their endpoint functions, from their FastAPI declaration
+(app/http/routing.py): FastAPI's per-request machinery (its middleware stack, router, dependency
+solving) would cost more than decoding and classifying a digit (the README has the figures).
+FastAPI serves every other route as usual, and makes the OpenAPI document and /docs for all.
 """
 
 import logging
@@ -16,16 +16,17 @@ import time
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import ClientError
-from app.http.error_handlers import client_error_response, error_body
-from app.http.limits import BodyBudget, BodyRule, GuardedBody, refusal_from_headers
+from app.http.error_handlers import client_error_response, error_body, validation_error_response
+from app.http.limits import BodyBudget, GuardedBody, refusal_from_headers
+from app.http.routing import DirectRoute, direct_routes
 from app.http.security import check_api_key
 from app.inference.classifier import ModelLoadError
 from app.observability import metrics
@@ -48,10 +49,10 @@ def annotate_access_log(request: Request, **fields: Any) -> None:
 
 
 class ServiceFront:
-    def __init__(self, app: FastAPI, settings: Settings, direct_routes: list[tuple[APIRoute, BodyRule]]) -> None:
+    def __init__(self, app: FastAPI, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.direct_routes = direct_routes
+        self.direct_routes = direct_routes(app, settings)
         self.budget = BodyBudget(settings.body_buffer_bytes)
         # (route, method, status) -> its counter and histogram series; labels() costs a lock
         # and a tuple per call, and the set of combinations is small and fixed.
@@ -85,39 +86,43 @@ class ServiceFront:
             if direct is None:
                 await self.app(scope, receive, send_with_request_id)
             else:
-                await self._dispatch(scope, receive, send_with_request_id, *direct)
+                await self._dispatch(scope, receive, send_with_request_id, direct)
         finally:
             metrics.IN_FLIGHT.dec()
             self._record(scope, status, time.perf_counter() - started, request_id)
             request_id_var.reset(token)
 
-    def _direct_route(self, scope: Scope) -> tuple[APIRoute, BodyRule] | None:
-        for route, rule in self.direct_routes:
-            match, child_scope = route.matches(scope)
+    def _direct_route(self, scope: Scope) -> DirectRoute | None:
+        for direct in self.direct_routes:
+            match, child_scope = direct.route.matches(scope)
             if match is Match.FULL:
-                scope.update(child_scope)
-                return route, rule
+                scope.update(child_scope, route=direct.route)
+                return direct
         return None
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, route: APIRoute, rule: BodyRule) -> None:
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, direct: DirectRoute) -> None:
         scope["app"] = self.app  # what Starlette would set, so request.app works in the endpoint
-        body = GuardedBody(receive, rule, self.budget, self.settings.body_timeout_seconds, self.settings.body_min_rate)
+        body = GuardedBody(
+            receive, direct.rule, self.budget, self.settings.body_timeout_seconds, self.settings.body_min_rate
+        )
         try:
-            response = await self._respond(scope, body, route, rule)
+            response = await self._respond(scope, body, direct)
             await response(scope, receive, send)
         finally:
             body.release()
 
-    async def _respond(self, scope: Scope, body: GuardedBody, route: APIRoute, rule: BodyRule) -> Response:
+    async def _respond(self, scope: Scope, body: GuardedBody, direct: DirectRoute) -> Response:
         try:
-            if self.settings.api_key is not None:
-                check_api_key(scope, self.settings.api_key)
-            refusal = refusal_from_headers(scope, rule, self.budget)
+            if direct.api_key is not None:
+                check_api_key(scope, direct.api_key)
+            refusal = refusal_from_headers(scope, direct.rule, self.budget)
             if refusal is not None:
                 raise refusal
-            return await route.endpoint(Request(scope, body.receive))
+            return await direct.call(Request(scope, body.receive))
         except ClientError as error:
             return client_error_response(error, scope["path"])
+        except RequestValidationError as error:
+            return validation_error_response(error, scope["path"])
         except Exception:
             logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
             return _json_error(scope["path"], "internal server error", 500)

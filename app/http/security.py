@@ -1,8 +1,10 @@
 """The optional API key: when API_KEY is set, model routes require it; unset, all is open.
 
-Routes that FastAPI dispatches check it through `require_api_key` (which also declares both
-schemes in the OpenAPI document, for the Authorize button in /docs); the prediction routes that
-the front dispatches directly check it through `check_api_key`. Both end in `_verify`.
+A route needs the key when it depends on `require_api_key` (its router is included with that
+dependency when API_KEY is set): FastAPI then runs the dependency, and the front, for the routes it
+serves itself, sees the dependency in the declaration and runs the same check, `check_api_key`.
+The dependency's two scheme parameters are what declares both schemes in the OpenAPI document,
+for the Authorize button in /docs.
 """
 
 import hmac
@@ -22,17 +24,17 @@ _header = APIKeyHeader(
 
 async def require_api_key(
     request: Request,
-    bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
-    header_key: str | None = Security(_header),
+    _bearer_scheme: HTTPAuthorizationCredentials | None = Security(_bearer),
+    _header_scheme: str | None = Security(_header),
 ) -> None:
     expected: str | None = request.app.state.settings.api_key
     if expected is not None:
-        _verify(expected, [header_key, bearer.credentials if bearer else None])
+        check_api_key(request.scope, expected)
 
 
 def check_api_key(scope: Scope, expected: str) -> None:
-    """The same check on raw ASGI headers: `X-API-Key: <key>` or `Authorization: Bearer <key>`."""
-    supplied: list[str | None] = []
+    """`X-API-Key: <key>` or `Authorization: Bearer <key>`, read from the raw ASGI headers."""
+    supplied: list[str] = []
     for name, value in scope["headers"]:
         if name == b"x-api-key":
             supplied.append(value.decode("latin-1"))
@@ -40,11 +42,7 @@ def check_api_key(scope: Scope, expected: str) -> None:
             scheme, _, credentials = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer":
                 supplied.append(credentials.strip())
-    _verify(expected, supplied)
-
-
-def _verify(expected: str, supplied: list[str | None]) -> None:
     # compare_digest takes the same time wherever the strings differ, so response times
     # reveal nothing about how much of a guess was right.
-    if not any(key is not None and hmac.compare_digest(key.encode(), expected.encode()) for key in supplied):
+    if not any(hmac.compare_digest(key.encode(), expected.encode()) for key in supplied):
         raise UnauthorizedError("missing or invalid API key: send Authorization: Bearer <key> or X-API-Key: <key>")

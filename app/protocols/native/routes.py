@@ -1,16 +1,19 @@
 """The native API's endpoints. Handlers stay thin: read the upload, ask the inference core, shape the answer.
 
-`/predict` and `/predict/batch` are served by the front directly (see app/http/front.py): their
-handlers take only the request and return a Response.
+`/predict` and `/predict/batch` read a body, so the front serves them from their declaration
+(app/http/routing.py); their handlers return a Response.
 """
 
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.errors import BadBatchError, MissingFieldError
 from app.http.front import annotate_access_log
+from app.http.limits import MULTIPART_OVERHEAD_BYTES, BodyRule
+from app.http.routing import RequestBody, post_with_body
 from app.inference.classifier import DigitClassifier
 from app.inference.decode import ACCEPTED_DESCRIPTION
 from app.inference.pipeline import ModelStatus, Upload
@@ -27,6 +30,7 @@ from app.protocols.native.schemas import (
     RepositoryIndex,
     error_response,
 )
+from app.settings import Settings
 from mnist_core.contract import CONTRACT_DESCRIPTION
 from mnist_core.network import describe_architecture
 
@@ -72,21 +76,14 @@ _UPLOAD_DESCRIPTION = (
     "is used pixel for pixel; any other image is normalised like MNIST (light background inverted, ink "
     "cropped, fitted to 20x20, centred by mass in 28x28). The content type and filename sent are ignored."
 )
-_MODEL_PARAMETERS = [
-    {
-        "name": "model",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": "the model to ask (GET /models lists them); default: DEFAULT_MODEL",
-    },
-    {
-        "name": "version",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1},
-        "description": "the model's version; default: its newest served version",
-    },
+ModelName = Annotated[
+    str | None, Query(description="the model to ask (GET /models lists them); default: DEFAULT_MODEL")
+]
+# A string, as the resolver takes it: what is not a served version number gets the 404 naming the
+# versions that are, rather than a validation error.
+VersionNumber = Annotated[
+    str | None,
+    Query(description="the model's version, a number such as 2; default: its newest served version", examples=["1"]),
 ]
 
 prediction_router = APIRouter(tags=["prediction"])
@@ -94,8 +91,13 @@ model_router = APIRouter(tags=["models"])
 operations_router = APIRouter(tags=["operations"])
 
 
-def _upload_body(field: str, many: bool) -> dict[str, Any]:
-    """The request body and query as OpenAPI sees them; /docs turns the binary strings into file pickers."""
+_SINGLE_USAGE = "curl -F file=@digit.png .../predict"
+_BATCH_USAGE = "curl -F files=@a.png -F files=@b.png .../predict/batch"
+_MULTIPART = "multipart/form-data"
+
+
+def _upload_body(field: str, many: bool, rule: Callable[[Settings], BodyRule]) -> RequestBody:
+    """Files in a multipart field; /docs turns the binary strings into file pickers."""
     file_schema = {
         "type": "string",
         "contentMediaType": "application/octet-stream",
@@ -103,26 +105,32 @@ def _upload_body(field: str, many: bool) -> dict[str, Any]:
         "description": _UPLOAD_DESCRIPTION,
     }
     schema = {"type": "array", "items": file_schema, "minItems": 1} if many else file_schema
-    return {
-        "parameters": _MODEL_PARAMETERS,
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "required": [field], "properties": {field: schema}}
-                }
-            },
-        },
+    openapi = {
+        "required": True,
+        "content": {_MULTIPART: {"schema": {"type": "object", "required": [field], "properties": {field: schema}}}},
     }
+    return RequestBody(openapi, rule)
 
 
-def _requested_classifier(request: Request) -> DigitClassifier:
-    """The model and version named in the query (defaults: DEFAULT_MODEL at its newest version)."""
-    core = inference_core(request)
-    if not request.scope["query_string"]:
-        return core.resolve(None, None)
-    query = request.query_params
-    return core.resolve(query.get("model"), query.get("version"))
+def _upload_limit(settings: Settings) -> int:
+    return settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+
+
+_SINGLE_UPLOAD = _upload_body(
+    "file",
+    many=False,
+    rule=lambda settings: BodyRule(_upload_limit(settings), "MAX_UPLOAD_BYTES", _MULTIPART.encode(), _SINGLE_USAGE),
+)
+_BATCH_UPLOAD = _upload_body(
+    "files",
+    many=True,
+    rule=lambda settings: BodyRule(
+        min(settings.max_batch_bytes, settings.max_batch * _upload_limit(settings)),
+        "MAX_BATCH_BYTES",
+        _MULTIPART.encode(),
+        _BATCH_USAGE,
+    ),
+)
 
 
 async def _read_uploads(request: Request, field: str, usage: str) -> list[Upload]:
@@ -168,23 +176,28 @@ def _refuse_a_path_sent_as_text(part: FilePart, field: str) -> None:
         )
 
 
-async def _predictions(request: Request, field: str, usage: str) -> list[dict[str, Any]]:
-    """The prediction bodies for the files sent in `field`, by the model version the query names."""
-    classifier = _requested_classifier(request)
+async def _predictions(
+    request: Request, model: str | None, version: str | None, field: str, usage: str
+) -> list[dict[str, Any]]:
+    """The prediction bodies for the files sent in `field`, by the model version asked for (defaults:
+    DEFAULT_MODEL at its newest version)."""
+    core = inference_core(request)
+    classifier = core.resolve(model, version)
     uploads = await _read_uploads(request, field, usage)
-    return prediction_bodies(await inference_core(request).classify_files(classifier, uploads))
+    return prediction_bodies(await core.classify_files(classifier, uploads))
 
 
-@prediction_router.post(
+@post_with_body(
+    prediction_router.post,
     "/predict",
+    _SINGLE_UPLOAD,
     summary="Classify one digit image",
     description="Send one image as multipart field `file`, as in `curl -F file=@digit.png .../predict`.",
     response_model=Prediction,
     responses=_ERRORS,
-    openapi_extra=_upload_body("file", many=False),
 )
-async def predict(request: Request) -> Response:
-    [body] = await _predictions(request, "file", "curl -F file=@digit.png .../predict")
+async def predict(request: Request, model: ModelName = None, version: VersionNumber = None) -> Response:
+    [body] = await _predictions(request, model, version, "file", _SINGLE_USAGE)
     annotate_access_log(
         request,
         model=body["model"],
@@ -194,18 +207,19 @@ async def predict(request: Request) -> Response:
     return json_response(body)
 
 
-@prediction_router.post(
+@post_with_body(
+    prediction_router.post,
     "/predict/batch",
+    _BATCH_UPLOAD,
     summary="Classify several digit images in one forward pass",
     description="Send 1 to MAX_BATCH images as repeated multipart field `files` "
     "(`curl -F files=@a.png -F files=@b.png .../predict/batch`). Predictions come back in upload order; "
     "one bad file fails the whole request with a message naming it (index and filename).",
     response_model=BatchPrediction,
     responses=_ERRORS,
-    openapi_extra=_upload_body("files", many=True),
 )
-async def predict_batch(request: Request) -> Response:
-    bodies = await _predictions(request, "files", "curl -F files=@a.png -F files=@b.png .../predict/batch")
+async def predict_batch(request: Request, model: ModelName = None, version: VersionNumber = None) -> Response:
+    bodies = await _predictions(request, model, version, "files", _BATCH_USAGE)
     annotate_access_log(
         request,
         model=bodies[0]["model"],

@@ -1,18 +1,20 @@
 """The Open Inference Protocol (KServe V2) over REST: a thin front door over the same inference core.
 
-Infer is served by the front directly (see app/http/front.py), like the native predictions; the
-health and metadata routes go through FastAPI. Errors are `{"error": ...}` on every /v2 path
+Infer reads a body, so the front serves it from its declaration (app/http/routing.py), like the
+native predictions; the health and metadata routes go through FastAPI. Errors are `{"error": ...}` on every /v2 path
 (app/http/error_handlers.py).
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import Response
 
 from app.errors import NotReadyError
 from app.http.front import annotate_access_log
+from app.http.limits import BodyRule
+from app.http.routing import RequestBody, post_with_body, without_parameter
 from app.inference.classifier import DigitClassifier
 from app.protocols.common import inference_core
 from app.protocols.v2.schemas import (
@@ -58,28 +60,8 @@ _INFER_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _path_parameters(versioned: bool) -> list[dict[str, Any]]:
-    """The path's parameters for OpenAPI: the handlers read them from the request themselves."""
-    names = ("model_name", "model_version") if versioned else ("model_name",)
-    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
-
-
-def _documented(versioned: bool, **extra: Any) -> dict[str, Any]:
-    parameters = _path_parameters(versioned) + extra.get("parameters", [])
-    return {**extra, "parameters": parameters}
-
-
-_INFER_DOCUMENTATION: dict[str, Any] = {
-    "parameters": [
-        {
-            "name": "Inference-Header-Content-Length",
-            "in": "header",
-            "required": False,
-            "schema": {"type": "integer", "minimum": 1},
-            "description": "binary tensor data extension: the JSON header's length; the tensors' bytes follow it",
-        }
-    ],
-    "requestBody": {
+_TENSORS = RequestBody(
+    {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
@@ -89,7 +71,17 @@ _INFER_DOCUMENTATION: dict[str, Any] = {
             },
         },
     },
-}
+    lambda settings: BodyRule(settings.max_batch_bytes, "MAX_BATCH_BYTES"),
+)
+# A string, as parse_infer_request takes it: its messages say what is wrong with the length sent.
+HeaderLength = Annotated[
+    str | None,
+    Header(
+        alias=HEADER_LENGTH,
+        description="binary tensor data extension: the JSON header's length; the tensors' bytes follow it",
+        examples=["112"],
+    ),
+]
 
 server_router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 model_router = APIRouter(prefix="/v2/models", tags=["open inference protocol"])
@@ -119,23 +111,20 @@ async def server_ready(request: Request) -> dict[str, bool]:
     return {"ready": True}
 
 
-def _model(request: Request) -> DigitClassifier:
-    params = request.path_params
-    return inference_core(request).resolve(params["model_name"], params.get("model_version"))
+def _model(request: Request, model_name: str, model_version: str | None) -> DigitClassifier:
+    return inference_core(request).resolve(model_name, model_version)
 
 
 _MODEL_ERRORS: dict[int | str, dict[str, Any]] = {401: _UNAUTHORIZED, 404: _NOT_FOUND, 503: _NOT_READY}
 
 
 def _unversioned_and_versioned(register: Callable[..., Callable], suffix: str, **options: Any) -> Callable:
-    """Register an endpoint at /{model_name}<suffix> and at /{model_name}/versions/{model_version}<suffix>:
-    the protocol's optional versioned form, served by the same function."""
-    extra = options.pop("openapi_extra", {})
+    """Register an endpoint at /{model_name}/versions/{model_version}<suffix> and at /{model_name}<suffix>,
+    the protocol's optional version left out: one function serves both."""
 
     def register_both(endpoint: Callable) -> Callable:
-        for versioned in (False, True):
-            path = "/{model_name}" + ("/versions/{model_version}" if versioned else "") + suffix
-            register(path, openapi_extra=_documented(versioned, **extra), **options)(endpoint)
+        register("/{model_name}/versions/{model_version}" + suffix, **options)(endpoint)
+        register("/{model_name}" + suffix, **options)(without_parameter(endpoint, "model_version"))
         return endpoint
 
     return register_both
@@ -144,8 +133,8 @@ def _unversioned_and_versioned(register: Callable[..., Callable], suffix: str, *
 @_unversioned_and_versioned(
     model_router.get, "", summary="Model metadata", response_model=ModelMetadata, responses=_MODEL_ERRORS
 )
-async def model_metadata(request: Request) -> dict[str, Any]:
-    name = _model(request).info.name
+async def model_metadata(request: Request, model_name: str, model_version: str | None) -> dict[str, Any]:
+    name = _model(request, model_name, model_version).info.name
     versions = inference_core(request).served_versions(name)
     max_request_bytes = request.app.state.settings.max_batch_bytes
     return {
@@ -166,24 +155,23 @@ async def model_metadata(request: Request) -> dict[str, Any]:
 @_unversioned_and_versioned(
     model_router.get, "/ready", summary="Model readiness", response_model=ModelReady, responses=_MODEL_ERRORS
 )
-async def model_ready(request: Request) -> dict[str, Any]:
-    return {"name": _model(request).info.name, "ready": True}
+async def model_ready(request: Request, model_name: str, model_version: str | None) -> dict[str, Any]:
+    return {"name": _model(request, model_name, model_version).info.name, "ready": True}
 
 
 @_unversioned_and_versioned(
-    infer_router.post,
+    lambda path, **options: post_with_body(infer_router.post, path, _TENSORS, **options),
     "/infer",
     summary="Inference (JSON tensors, or Triton's binary tensor data extension)",
     response_model=InferenceResponse,
     responses=_INFER_ERRORS,
-    openapi_extra=_INFER_DOCUMENTATION,
 )
-async def infer(request: Request) -> Response:
-    classifier = _model(request)
+async def infer(
+    request: Request, model_name: str, model_version: str | None, header_length: HeaderLength = None
+) -> Response:
+    classifier = _model(request, model_name, model_version)
     core = inference_core(request)
-    parsed = parse_infer_request(
-        await request.body(), request.headers.get(HEADER_LENGTH), request.app.state.settings.max_batch_bytes
-    )
+    parsed = parse_infer_request(await request.body(), header_length, request.app.state.settings.max_batch_bytes)
     if parsed.input.name == "image":
         result = await core.classify_digits(classifier, parsed.array)
     else:

@@ -22,7 +22,7 @@ from app.errors import ClientError
 from app.http.limits import human_bytes
 from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, NUM_CLASSES
 
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 # Every datatype the protocol names, with its size in bytes (BYTES: variable; BF16: Triton's).
 DATATYPE_SIZES: dict[str, int | None] = {
