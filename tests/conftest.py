@@ -82,6 +82,13 @@ def reference_probabilities(model: NeuralNetwork, images: torch.Tensor) -> np.nd
 @contextmanager
 def running_server(**overrides) -> Iterator[str]:
     """The app under real uvicorn on a free 127.0.0.1 port, in a thread; yields its base URL."""
+    with running_uvicorn(**overrides) as (url, _):
+        yield url
+
+
+@contextmanager
+def running_uvicorn(**overrides) -> Iterator[tuple[str, uvicorn.Server]]:
+    """running_server's server itself beside its URL, for a test that watches its connections."""
     settings = Settings(**{"model_repository": REPO_ROOT / "models", "device": "cpu", **overrides})
     config = uvicorn_config(settings.model_copy(update={"shutdown_timeout_seconds": 2}), app=create_app(settings))
     server = uvicorn.Server(config)
@@ -95,7 +102,7 @@ def running_server(**overrides) -> Iterator[str]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", server
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -25,7 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import ClientError
 from app.http.error_handlers import client_error_response, error_body, validation_error_response
-from app.http.limits import BodyBudget, GuardedBody, refusal_from_headers
+from app.http.limits import BodyBudget, GuardedBody, check_headers
 from app.http.routing import DirectRoute, direct_routes
 from app.http.security import check_api_key
 from app.inference.classifier import ModelLoadError
@@ -115,9 +115,7 @@ class ServiceFront:
         try:
             if direct.api_key is not None:
                 check_api_key(scope, direct.api_key)
-            refusal = refusal_from_headers(scope, direct.rule, self.budget)
-            if refusal is not None:
-                raise refusal
+            check_headers(scope, direct.rule, self.budget)
             return await direct.call(Request(scope, body.receive))
         except ClientError as error:
             return client_error_response(error, scope["path"])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from starlette.types import Message, Receive, Scope
 
-from app.errors import BodyTimeoutError, ClientError, OverloadedError, PayloadTooLargeError, UnsupportedMediaTypeError
+from app.errors import BodyTimeoutError, OverloadedError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 # Room for the multipart boundaries and part headers around the file bytes themselves.
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
@@ -62,26 +62,28 @@ class BodyBudget:
         self.held -= count
 
 
-def refusal_from_headers(scope: Scope, rule: BodyRule, budget: BodyBudget) -> ClientError | None:
-    """A request refused from its headers alone, before any of its body is read."""
+def check_headers(scope: Scope, rule: BodyRule, budget: BodyBudget) -> None:
+    """Refuse a request from its headers alone, before any of its body is read."""
     content_type, declared = b"", None
     for name, value in scope["headers"]:
         if name == b"content-type":
             content_type = value.split(b";", 1)[0].strip().lower()
         elif name == b"content-length":
             declared = int(value) if value.isdigit() else None
+    # Each error is raised where it is made: one held in a local of a frame that its own traceback
+    # holds is a reference cycle, which waits for a full garbage collection (rare in a process that
+    # imported torch), so every early 413 would leave its request's objects behind until then.
     if rule.media_type is not None and content_type != rule.media_type:
         shown = content_type.decode("latin-1")[:100]
         sent = f"a body of type {shown}" if shown else "a body with no Content-Type"
-        return UnsupportedMediaTypeError(f"send the image as {rule.media_type.decode()} ({rule.usage}), not {sent}")
+        raise UnsupportedMediaTypeError(f"send the image as {rule.media_type.decode()} ({rule.usage}), not {sent}")
     if declared is not None and declared > rule.limit:
-        return PayloadTooLargeError(_too_large(f"the request body is {human_bytes(declared)}", rule))
+        raise PayloadTooLargeError(_too_large(f"the request body is {human_bytes(declared)}", rule))
     if declared is not None and budget.held + declared > budget.capacity:
-        return OverloadedError(
+        raise OverloadedError(
             f"the server is busy: a {human_bytes(declared)} body does not fit beside the "
             f"{human_bytes(budget.held)} arriving now (BODY_BUFFER_BYTES); retry in a moment"
         )
-    return None
 
 
 def _too_large(what: str, rule: BodyRule) -> str:

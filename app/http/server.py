@@ -26,6 +26,7 @@ import os
 import resource
 import shutil
 import tempfile
+import weakref
 from typing import Any
 
 import uvicorn
@@ -70,19 +71,23 @@ class LingeringTransport:
 
     def __init__(self, transport: asyncio.Transport, protocol: "GuardedHttpToolsProtocol") -> None:
         self._transport = transport
-        self._protocol = protocol
+        # Weak: the protocol holds this transport, and a cycle between them would keep every closed
+        # connection's objects until a full garbage collection (tests/test_cycles.py).
+        self._protocol = weakref.ref(protocol)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
     def close(self) -> None:
-        if self._protocol.request_body_unread():
-            self._protocol.linger()
+        protocol = self._protocol()
+        if protocol is not None and protocol.request_body_unread():
+            protocol.linger()
         else:
             self._transport.close()
 
     def is_closing(self) -> bool:
-        return self._protocol.lingering or self._transport.is_closing()
+        protocol = self._protocol()
+        return (protocol is not None and protocol.lingering) or self._transport.is_closing()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
