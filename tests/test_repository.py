@@ -1,16 +1,20 @@
 """The model repository: scanning the folders, choosing versions, refusing bad ones, swapping on a poll."""
 
+import asyncio
 import json
 import os
 import shutil
 import time
+import weakref
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from app.errors import ModelNotFoundError
 from app.inference.classifier import ModelLoadError
+from app.inference.pipeline import InferenceCore
 from app.repository.layout import RepositoryError, scan_repository
 from app.repository.registry import ModelRepository
 from app.settings import VersionPolicies
@@ -228,3 +232,22 @@ def test_five_hundred_version_swaps_leave_nothing_behind(tmp_path: Path):
             resident_after_warm_up = _resident_mib()
     # The TorchScript graph each load used to build stayed behind after its version left.
     assert _resident_mib() - resident_after_warm_up < 10
+
+
+def test_a_version_that_leaves_service_is_freed_even_after_serving_requests(tmp_path: Path):
+    """The core keeps a micro-batcher per version; it must not keep the version itself."""
+    _add_version(tmp_path, "mnist", 1)
+    _add_version(tmp_path, "mnist", 2)
+    repository = _repository(tmp_path)
+    repository.refresh()
+    core = InferenceCore(repository, max_image_pixels=4096 * 4096)
+    classifier = core.resolve("mnist", None)
+    result = asyncio.run(core.classify_inputs(classifier, np.zeros((1, 784), dtype=np.float32)))
+    assert result.probabilities.shape == (1, 10)
+    left = weakref.ref(classifier)
+    del classifier, result
+    shutil.rmtree(tmp_path / "mnist" / "2")
+    repository.refresh()
+    assert _served(repository)["mnist"] == [1]
+    # Freed at once, not at the next full collection: neither a reference nor a cycle holds it.
+    assert left() is None, "something still holds version 2 after it left service"

@@ -8,7 +8,7 @@ upload never stalls other requests. Every model call goes through a MicroBatcher
 
 import asyncio
 from dataclasses import dataclass
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakMethod
 
 import numpy as np
 
@@ -132,7 +132,10 @@ class InferenceCore:
     def _batcher(self, classifier: DigitClassifier) -> MicroBatcher:
         batcher = self._batchers.get(classifier)
         if batcher is None:
-            batcher = self._batchers[classifier] = MicroBatcher(classifier.probabilities_of_inputs)
+            # Weakly: a batcher holding its classifier would keep its own entry, and so every version
+            # that ever served a request, alive. A request holds its classifier while it waits.
+            run = WeakMethod(classifier.probabilities_of_inputs)
+            batcher = self._batchers[classifier] = MicroBatcher(lambda inputs: run()(inputs))
         return batcher
 
     def _open_all(self, uploads: list[Upload]) -> list[OpenedImage]:
