@@ -77,7 +77,8 @@ _UPLOAD_DESCRIPTION = (
     "cropped, fitted to 20x20, centred by mass in 28x28). The content type and filename sent are ignored."
 )
 ModelName = Annotated[
-    str | None, Query(description="the model to ask (GET /models lists them); default: DEFAULT_MODEL")
+    str | None,
+    Query(description="the model to ask (GET /models lists them); default: DEFAULT_MODEL", examples=["mnist"]),
 ]
 # A string, as the resolver takes it: what is not a served version number gets the 404 naming the
 # versions that are, rather than a validation error.
