@@ -3,7 +3,7 @@
 Settings are read when the application is built; the models are loaded in the lifespan, so
 importing this module loads nothing and a server only accepts traffic once its models are warm.
 
-    ServiceFront (ids, metrics, access log, body limits, the routes that read a body)
+    ServiceFront (ids, trace spans, metrics, access log, body limits, the routes that read a body)
       -> FastAPI (docs, operations, model descriptions, V2 metadata)
     both protocols -> InferenceCore (decode -> preprocess -> model) -> ModelRepository
 """
@@ -27,7 +27,7 @@ from app.http.security import require_api_key
 from app.inference.classifier import ModelLoadError
 from app.inference.pipeline import InferenceCore
 from app.memory import malloc_trim, trim_forever
-from app.observability import metrics
+from app.observability import metrics, tracing
 from app.observability.logs import configure_logging
 from app.protocols import native, v2
 from app.repository.layout import scan_repository, single_file
@@ -63,6 +63,8 @@ def build_repository(settings: Settings) -> ModelRepository:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_logging(settings.log_level, settings.log_format)
+    if tracing.start(settings):
+        logger.info("tracing: spans go to %s", _trace_destination(settings))
     _limit_threads(settings.torch_threads)
     repository = build_repository(settings)
     repository.refresh()
@@ -88,6 +90,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await chore
         app.state.core = None
         metrics.mark_worker_exited()
+        tracing.stop()
+
+
+def _trace_destination(settings: Settings) -> str:
+    return settings.otlp_traces_endpoint() if settings.trace_exporter() == "otlp" else "standard output"
 
 
 def _limit_threads(threads: int) -> None:

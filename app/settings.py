@@ -21,6 +21,15 @@ from mnist_core.files import MODEL_NAME_PATTERN, VERSION_PATTERN
 MIB = 1024 * 1024
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMATS = ("text", "json")
+TRACE_EXPORTERS = ("otlp", "console", "none")
+TRACE_SAMPLERS = (
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+    "always_on",
+    "always_off",
+    "traceidratio",
+)
 
 
 class SettingsError(ValueError):
@@ -137,6 +146,32 @@ class Settings(BaseSettings):
     log_format: Annotated[Literal[LOG_FORMATS], BeforeValidator(_lowered)] = Field(
         "text", description="text, or json for one JSON object per line"
     )
+    # OpenTelemetry's own variables, read here to decide whether to trace; the exporter also reads
+    # the rest of them itself (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION, _CERTIFICATE).
+    otel_traces_exporter: Annotated[Literal[TRACE_EXPORTERS] | None, BeforeValidator(_lowered)] = Field(
+        None,
+        description="tracing: otlp (OTLP over HTTP) or console turns it on, none off; unset, it is on only when "
+        "an OTLP endpoint is set",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, description="tracing: the OpenTelemetry collector's base URL (http://host:4318); spans go to /v1/traces"
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None, description="tracing: the whole URL spans are sent to, over OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_exporter_otlp_protocol: Annotated[Literal["http/protobuf"] | None, BeforeValidator(_lowered)] = Field(
+        None, description="tracing: http/protobuf, the one OTLP transport spoken here"
+    )
+    otel_service_name: str = Field("mnist-serve", description="tracing: the service.name of every span")
+    otel_traces_sampler: Annotated[Literal[TRACE_SAMPLERS], BeforeValidator(_lowered)] = Field(
+        "parentbased_always_on",
+        description="tracing: which requests are traced; parentbased_traceidratio follows the caller's choice and "
+        "samples the rest at OTEL_TRACES_SAMPLER_ARG",
+    )
+    otel_traces_sampler_arg: float = Field(
+        1.0, ge=0, le=1, description="tracing: the share of traces the *traceidratio samplers keep (0.01: one in 100)"
+    )
+    otel_sdk_disabled: bool = Field(False, description="tracing: true turns it off, whatever else is set")
 
     @classmethod
     def settings_customise_sources(
@@ -145,6 +180,20 @@ class Settings(BaseSettings):
         # Only what the constructor is given: the environment is read by from_env(), so tests and
         # benchmarks that build Settings(...) get exactly what they ask for, whatever is exported.
         return (init_settings,)
+
+    def trace_exporter(self) -> str | None:
+        """The span exporter the OTEL_* variables ask for: "otlp", "console", or None for no tracing."""
+        if self.otel_sdk_disabled or self.otel_traces_exporter == "none":
+            return None
+        if self.otel_traces_exporter is not None:
+            return self.otel_traces_exporter
+        return "otlp" if self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint else None
+
+    def otlp_traces_endpoint(self) -> str:
+        """Where OTLP spans go, as the OpenTelemetry specification derives it."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        return (self.otel_exporter_otlp_endpoint or "http://localhost:4318").rstrip("/") + "/v1/traces"
 
     def server_settings_given(self) -> list[str]:
         """The variables of `python -m app`'s server that were set, for an application served by

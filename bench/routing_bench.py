@@ -149,11 +149,16 @@ async def measure(api_key: str | None, count: int, rounds: int) -> dict[str, dic
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def command_line(description: str) -> argparse.Namespace:
+    """--requests and --rounds, as this benchmark and bench/tracing_bench.py take them."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="requests per round and variant")
     parser.add_argument("--rounds", type=int, default=5)
-    arguments = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    arguments = command_line(__doc__)
     print("| route | API_KEY | route table, us | FastAPI, us | FastAPI costs |")
     print("| --- | --- | --- | --- | --- |")
     for api_key in (None, KEY):

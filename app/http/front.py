@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,7 +30,7 @@ from app.http.limits import BodyBudget, GuardedBody, check_headers
 from app.http.routing import DirectRoute, direct_routes
 from app.http.security import check_api_key
 from app.inference.classifier import ModelLoadError
-from app.observability import metrics
+from app.observability import metrics, tracing
 from app.observability.logs import access_log, request_id_var
 from app.repository.layout import RepositoryError
 from app.settings import Settings
@@ -43,9 +44,11 @@ _ACCESS_FIELDS_KEY = "mnist.access_log_fields"
 UNMATCHED_ROUTE = "<unmatched>"
 
 
-def annotate_access_log(request: Request, **fields: Any) -> None:
-    """Add fields (such as the predicted class) to this request's access-log line."""
+def annotate_request(request: Request, **fields: Any) -> None:
+    """Add fields (such as the model and the predicted class) to this request's access-log line and,
+    when tracing, to its span."""
     request.scope.setdefault(_ACCESS_FIELDS_KEY, {}).update(fields)
+    tracing.annotate(fields)
 
 
 class ServiceFront:
@@ -67,30 +70,43 @@ class ServiceFront:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
         request_id = _request_id(scope)
+        if not tracing.enabled():
+            await self._serve(scope, receive, send, request_id, ())
+            return
+        method = scope["method"]
+        with tracing.request_span(method, scope["path"], _trace_context(scope), request_id) as server_span:
+            status = await self._serve(scope, receive, send, request_id, tracing.response_headers(server_span))
+            tracing.finish_request_span(server_span, method, self._route_label(scope), status)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, extra_headers: Iterable[tuple[bytes, bytes]]
+    ) -> int:
+        """Serve the request, count and log it; its status."""
+        started = time.perf_counter()
         token = request_id_var.set(request_id)
         status = 500
-        header = (_REQUEST_ID_HEADER_KEY, request_id.encode())
+        headers = [(_REQUEST_ID_HEADER_KEY, request_id.encode()), *extra_headers]
 
-        async def send_with_request_id(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), *headers]
             await send(message)
 
         metrics.IN_FLIGHT.inc()
         try:
             direct = self._direct_route(scope)
             if direct is None:
-                await self.app(scope, receive, send_with_request_id)
+                await self.app(scope, receive, send_with_headers)
             else:
-                await self._dispatch(scope, receive, send_with_request_id, direct)
+                await self._dispatch(scope, receive, send_with_headers, direct)
         finally:
             metrics.IN_FLIGHT.dec()
             self._record(scope, status, time.perf_counter() - started, request_id)
             request_id_var.reset(token)
+        return status
 
     def _direct_route(self, scope: Scope) -> DirectRoute | None:
         for direct in self.direct_routes:
@@ -165,6 +181,15 @@ class ServiceFront:
 
 def _json_error(path: str, message: str, status: int) -> Response:
     return JSONResponse(error_body(path, message), status_code=status)
+
+
+def _trace_context(scope: Scope) -> dict[str, str]:
+    """The caller's W3C trace context headers, for the request's span to continue its trace."""
+    return {
+        name.decode(): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in (b"traceparent", b"tracestate")
+    }
 
 
 def _request_id(scope: Scope) -> str:

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from opentelemetry.trace import Link
 
-from app.observability import metrics
+from app.observability import metrics, tracing
 
 
 class MicroBatcher:
@@ -26,35 +27,41 @@ class MicroBatcher:
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray]) -> None:
         self._run = run
-        self._pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
+        self._pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray], Link | None]] = []
 
     async def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((inputs, future))
+        self._pending.append((inputs, future, tracing.current_link()))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
         return await future
 
-    def run_now(self, inputs: np.ndarray) -> np.ndarray:
-        """One model call for these rows alone, at once."""
-        started = time.perf_counter()
-        probabilities = self._run(inputs)
-        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+    def run_now(self, inputs: np.ndarray, links: list[Link | None] | None = None) -> np.ndarray:
+        """One model call for these rows alone, at once: for the current request, or for the requests
+        that `links` names (a batch; None for each that is not traced)."""
+        if links is None:
+            step = tracing.span("model", rows=len(inputs), requests=1)
+        else:
+            step = tracing.linked_span("model", links, rows=len(inputs), requests=len(links))
+        with step:
+            started = time.perf_counter()
+            probabilities = self._run(inputs)
+            metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         return probabilities
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
-        batch = pending[0][0] if len(pending) == 1 else np.concatenate([inputs for inputs, _ in pending])
+        batch = pending[0][0] if len(pending) == 1 else np.concatenate([inputs for inputs, _, _ in pending])
         try:
-            probabilities = self.run_now(batch)
+            probabilities = self.run_now(batch, [link for _, _, link in pending])
         except Exception as error:  # each waiting request fails with the model's error
-            for _, future in pending:
+            for _, future, _ in pending:
                 if not future.done():
                     future.set_exception(error)
             return
         offset = 0
-        for inputs, future in pending:
+        for inputs, future, _ in pending:
             # A request whose client left (its task cancelled) no longer waits for its rows.
             if not future.done():
                 future.set_result(probabilities[offset : offset + len(inputs)])

@@ -17,6 +17,7 @@ from app.inference.batching import MicroBatcher
 from app.inference.classifier import DigitClassifier
 from app.inference.decode import OpenedImage, gray_pixels, open_upload, pixel_count
 from app.inference.preprocess import to_digit_pixels
+from app.observability import tracing
 from app.repository.registry import ModelRepository, Refusal, ServedModel
 from mnist_core.contract import IMAGE_SIDE, pixels_to_input
 
@@ -140,19 +141,21 @@ class InferenceCore:
 
     def _open_all(self, uploads: list[Upload]) -> list[OpenedImage]:
         images = []
-        for upload in uploads:
-            try:
-                images.append(open_upload(upload.data, self.max_image_pixels))
-            except ClientError as error:
-                raise _naming_the_file(upload, error) from None
+        with tracing.span("decode", files=len(uploads)):
+            for upload in uploads:
+                try:
+                    images.append(open_upload(upload.data, self.max_image_pixels))
+                except ClientError as error:
+                    raise _naming_the_file(upload, error) from None
         return images
 
     @staticmethod
     def _digits(uploads: list[Upload], images: list[OpenedImage]) -> np.ndarray:
         digits = np.empty((len(images), IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
-        for position, (upload, image) in enumerate(zip(uploads, images, strict=True)):
-            try:
-                digits[position] = to_digit_pixels(gray_pixels(image))
-            except ClientError as error:
-                raise _naming_the_file(upload, error) from None
+        with tracing.span("preprocess", files=len(uploads)):
+            for position, (upload, image) in enumerate(zip(uploads, images, strict=True)):
+                try:
+                    digits[position] = to_digit_pixels(gray_pixels(image))
+                except ClientError as error:
+                    raise _naming_the_file(upload, error) from None
         return digits

@@ -11,13 +11,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.errors import BadBatchError, MissingFieldError
-from app.http.front import annotate_access_log
+from app.http.front import annotate_request
 from app.http.limits import MULTIPART_OVERHEAD_BYTES, BodyRule
 from app.http.routing import RequestBody, post_with_body
 from app.inference.classifier import DigitClassifier
 from app.inference.decode import ACCEPTED_DESCRIPTION
 from app.inference.pipeline import ModelStatus, Upload
-from app.observability import metrics
+from app.observability import metrics, tracing
 from app.protocols.common import inference_core, json_response
 from app.protocols.native.multipart import FilePart, MultipartReader, TooManyFilesError
 from app.protocols.native.responses import prediction_bodies
@@ -142,9 +142,10 @@ async def _read_uploads(request: Request, field: str, usage: str) -> list[Upload
         request.headers.get("content-type", ""), field, settings.max_batch if batch else 1, settings.max_upload_bytes
     )
     try:
-        async for chunk in request.stream():
-            reader.feed(chunk)
-        files = reader.finish()
+        with tracing.span("read body"):
+            async for chunk in request.stream():
+                reader.feed(chunk)
+            files = reader.finish()
     except TooManyFilesError as error:
         advice = "send at most that many per batch (MAX_BATCH)" if batch else "use /predict/batch (field 'files')"
         raise BadBatchError(f"{error.detail}: {advice}") from None
@@ -199,7 +200,7 @@ async def _predictions(
 )
 async def predict(request: Request, model: ModelName = None, version: VersionNumber = None) -> Response:
     [body] = await _predictions(request, model, version, "file", _SINGLE_USAGE)
-    annotate_access_log(
+    annotate_request(
         request,
         model=body["model"],
         version=body["version"],
@@ -221,7 +222,7 @@ async def predict(request: Request, model: ModelName = None, version: VersionNum
 )
 async def predict_batch(request: Request, model: ModelName = None, version: VersionNumber = None) -> Response:
     bodies = await _predictions(request, model, version, "files", _BATCH_USAGE)
-    annotate_access_log(
+    annotate_request(
         request,
         model=bodies[0]["model"],
         version=bodies[0]["version"],

@@ -12,10 +12,11 @@ from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import Response
 
 from app.errors import NotReadyError
-from app.http.front import annotate_access_log
+from app.http.front import annotate_request
 from app.http.limits import BodyRule
 from app.http.routing import RequestBody, post_with_body, without_parameter
 from app.inference.classifier import DigitClassifier
+from app.observability import tracing
 from app.protocols.common import inference_core
 from app.protocols.v2.schemas import (
     ErrorResponse,
@@ -171,14 +172,16 @@ async def infer(
 ) -> Response:
     classifier = _model(request, model_name, model_version)
     core = inference_core(request)
-    parsed = parse_infer_request(await request.body(), header_length, request.app.state.settings.max_batch_bytes)
+    with tracing.span("read body"):
+        body = await request.body()
+    parsed = parse_infer_request(body, header_length, request.app.state.settings.max_batch_bytes)
     if parsed.input.name == "image":
         result = await core.classify_digits(classifier, parsed.array)
     else:
         result = await core.classify_inputs(classifier, parsed.array)
     info = classifier.info
     body, headers = encode_infer_response(parsed, info.name, info.version, result.probabilities, result.classes)
-    annotate_access_log(
+    annotate_request(
         request,
         model=info.name,
         version=info.version,
