@@ -8,6 +8,7 @@ for the Authorize button in /docs.
 """
 
 import hmac
+from collections.abc import Iterable
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -33,13 +34,24 @@ async def require_api_key(
 
 
 def check_api_key(scope: Scope, expected: str) -> None:
-    """`X-API-Key: <key>` or `Authorization: Bearer <key>`, read from the raw ASGI headers."""
+    """The key in the raw ASGI headers."""
+    check_credentials(
+        ((name.decode(), value.decode("latin-1")) for name, value in scope["headers"] if name in _KEY_HEADERS), expected
+    )
+
+
+_KEY_HEADERS = (b"x-api-key", b"authorization")
+
+
+def check_credentials(headers: Iterable[tuple[str, str]], expected: str) -> None:
+    """`X-API-Key: <key>` or `Authorization: Bearer <key>` among these headers (lower-case names, as
+    ASGI and gRPC metadata give them), or UnauthorizedError."""
     supplied: list[str] = []
-    for name, value in scope["headers"]:
-        if name == b"x-api-key":
-            supplied.append(value.decode("latin-1"))
-        elif name == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
+    for name, value in headers:
+        if name == "x-api-key":
+            supplied.append(value)
+        elif name == "authorization":
+            scheme, _, credentials = value.partition(" ")
             if scheme.lower() == "bearer":
                 supplied.append(credentials.strip())
     # compare_digest takes the same time wherever the strings differ, so response times

@@ -150,15 +150,9 @@ def _flag(parameters: dict[str, Any], key: str, where: str) -> bool:
 def _read_input(inputs: Any, binary: bytes, max_request_bytes: int) -> tuple[TensorSpec, np.ndarray]:
     if not isinstance(inputs, list) or not inputs:
         raise V2Error(f"'inputs' must be a list holding one input: {_ACCEPTED_INPUTS}")
-    if len(inputs) != 1:
-        raise V2Error(f"send exactly one input, {_ACCEPTED_INPUTS}; got {len(inputs)}")
+    check_single_input(len(inputs))
     tensor = _object(inputs[0], "an input")
-    name = tensor.get("name")
-    spec = _INPUTS.get(name) if isinstance(name, str) else None
-    if spec is None:
-        raise V2Error(f"unknown input {str(name)[:40]!r}; this model takes {_ACCEPTED_INPUTS}")
-    _check_datatype(spec, tensor.get("datatype"))
-    shape = _check_shape(spec, tensor.get("shape"), max_request_bytes)
+    spec, shape = checked_input(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), max_request_bytes)
     parameters = _object(tensor.get("parameters", {}), f"parameters of input {spec.name!r}")
     if "binary_data_size" in parameters:
         if "data" in tensor:
@@ -168,8 +162,51 @@ def _read_input(inputs: Any, binary: bytes, max_request_bytes: int) -> tuple[Ten
         if binary:
             raise V2Error(f"{len(binary)} bytes follow the JSON header but no input declares binary_data_size")
         array = _json_array(spec, shape, tensor.get("data"))
+    return spec, model_array(spec, array)
+
+
+def checked_input(name: Any, datatype: Any, shape: Any, max_request_bytes: int) -> tuple[TensorSpec, tuple[int, ...]]:
+    """The model input a tensor's name asks for, and its shape, once the datatype and shape fit it."""
+    spec = _INPUTS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise V2Error(f"unknown input {str(name)[:40]!r}; this model takes {_ACCEPTED_INPUTS}")
+    _check_datatype(spec, datatype)
+    return spec, _check_shape(spec, shape, max_request_bytes)
+
+
+def check_single_input(count: int) -> None:
+    if count != 1:
+        raise V2Error(f"send exactly one input, {_ACCEPTED_INPUTS}; got {count}")
+
+
+def model_array(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    """A tensor read from a request as the model takes it, once its values are in range."""
     _check_values(spec, array)
-    return spec, array.astype(spec.dtype.lstrip("<|"))
+    return array.astype(spec.dtype.lstrip("<|"))
+
+
+def raw_array(spec: TensorSpec, shape: tuple[int, ...], raw: bytes, source: str) -> np.ndarray:
+    """A tensor's elements as raw little-endian bytes, row-major (Triton's binary data, gRPC's raw contents)."""
+    expected = math.prod(shape) * np.dtype(spec.dtype).itemsize
+    if len(raw) != expected:
+        raise V2Error(
+            f"input {spec.name!r}: {source} holds {len(raw)} bytes, but {spec.datatype} {list(shape)} takes {expected}"
+        )
+    # Read-only, over the request: model_array copies it into memory torch may own.
+    return np.frombuffer(raw, dtype=spec.dtype).reshape(shape)
+
+
+def typed_array(spec: TensorSpec, shape: tuple[int, ...], values: Sequence[float | int]) -> np.ndarray:
+    """A tensor's elements as a flat sequence of numbers of its datatype (gRPC's typed contents)."""
+    count = math.prod(shape)
+    if len(values) != count:
+        raise V2Error(f"input {spec.name!r}: {list(shape)} takes {count} values; got {len(values)}")
+    if spec.datatype == "FP32":
+        return np.asarray(values, dtype=np.float32).reshape(shape)
+    array = np.asarray(values, dtype=np.int64)
+    if count and (array.min() < 0 or array.max() > 255):
+        raise V2Error(f"input {spec.name!r} (UINT8) must hold whole numbers from 0 to 255 only")
+    return array.reshape(shape)
 
 
 def _check_datatype(spec: TensorSpec, datatype: Any) -> None:
@@ -212,8 +249,7 @@ def _binary_array(spec: TensorSpec, shape: tuple[int, ...], size: Any, binary: b
         raise V2Error(
             f"input {spec.name!r} declares {size} bytes of binary data, but {len(binary)} follow the JSON header"
         )
-    # Read-only, over the body: the caller's astype copies it into memory torch may own.
-    return np.frombuffer(binary, dtype=spec.dtype).reshape(shape)
+    return raw_array(spec, shape, binary, "the binary data")
 
 
 def _json_array(spec: TensorSpec, shape: tuple[int, ...], data: Any) -> np.ndarray:
@@ -268,34 +304,50 @@ def _requested_outputs(outputs: Any, binary_by_default: bool) -> tuple[Requested
         return tuple(RequestedOutput(spec.name, binary_by_default) for spec in MODEL_OUTPUTS)
     if not isinstance(outputs, list):
         raise V2Error("'outputs' must be a list")
-    requested = []
+    requested: list[RequestedOutput] = []
     for output in outputs:
         output = _object(output, "an output")
         name = output.get("name")
-        if name not in _OUTPUTS:
-            known = ", ".join(_OUTPUTS)
-            raise V2Error(f"unknown output {str(name)[:40]!r}; this model gives {known}")
-        if any(earlier.name == name for earlier in requested):
-            raise V2Error(f"output {name!r} is asked for twice")
-        parameters = _object(output.get("parameters", {}), f"parameters of output {name!r}")
-        if parameters.get("classification", 0) not in (0, False):
-            raise V2Error("the classification extension is not supported; ask for 'label' and 'probabilities'")
-        binary = _flag(parameters, "binary_data", f"output {name!r}") if "binary_data" in parameters else None
-        requested.append(RequestedOutput(name, binary_by_default if binary is None else binary))
+        parameters = _object(output.get("parameters", {}), f"parameters of output {str(name)[:40]!r}")
+        requested.append(requested_output(name, parameters, requested, binary_by_default))
     return tuple(requested)
+
+
+def requested_output(
+    name: Any, parameters: dict[str, Any], earlier: Sequence[RequestedOutput], binary_by_default: bool
+) -> RequestedOutput:
+    """An output a request asks for by name, with its parameters, after the outputs it asked for before."""
+    if name not in _OUTPUTS:
+        known = ", ".join(_OUTPUTS)
+        raise V2Error(f"unknown output {str(name)[:40]!r}; this model gives {known}")
+    if any(output.name == name for output in earlier):
+        raise V2Error(f"output {name!r} is asked for twice")
+    if parameters.get("classification", 0) not in (0, False):
+        raise V2Error("the classification extension is not supported; ask for 'label' and 'probabilities'")
+    binary = _flag(parameters, "binary_data", f"output {name!r}") if "binary_data" in parameters else None
+    return RequestedOutput(name, binary_by_default if binary is None else binary)
+
+
+def output_arrays(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Each output by name, in its datatype's little-endian form."""
+    return {"probabilities": probabilities.astype("<f4", copy=False), "label": labels.astype("<i8", copy=False)}
+
+
+def output_datatype(name: str) -> str:
+    return _OUTPUTS[name].datatype
 
 
 def encode_infer_response(
     request: InferRequest, model_name: str, model_version: int, probabilities: np.ndarray, labels: np.ndarray
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers: JSON, followed by the binary outputs when any were asked for."""
-    arrays = {"probabilities": probabilities.astype("<f4", copy=False), "label": labels.astype("<i8", copy=False)}
+    arrays = output_arrays(probabilities, labels)
     outputs, tails = [], []
     for requested in request.outputs:
         array = arrays[requested.name]
         output: dict[str, Any] = {
             "name": requested.name,
-            "datatype": _OUTPUTS[requested.name].datatype,
+            "datatype": output_datatype(requested.name),
             "shape": list(array.shape),
         }
         if requested.binary:
