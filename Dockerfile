@@ -46,10 +46,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
+    GRPC_PORT=8001 \
     WORKERS=1 \
     MODEL_REPOSITORY=/srv/models
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 # Exec form: python is PID 1, so SIGTERM reaches uvicorn and the lifespan shuts down cleanly.

@@ -10,7 +10,7 @@ ROUNDS ?= 5
 DURATION ?= 1800
 SETUP := $(PYTHON) scripts/bootstrap.py env --venv $(VENV)
 
-.PHONY: run test test-system test-stress soak lint lock train samples bench bench-peers bench-robust bench-train clean
+.PHONY: run test test-system test-stress soak lint lock proto train samples bench bench-peers bench-robust bench-train clean
 
 run:  ## serve the model repository models/ on http://127.0.0.1:8000
 	@$(SETUP)
@@ -39,6 +39,10 @@ soak:  ## the service with 2 workers under mixed load and version swaps for DURA
 
 lock:  ## resolve uv.lock again from pyproject.toml (ARGS="--upgrade" for the newest allowed), and docker/requirements.txt
 	$(PYTHON) scripts/bootstrap.py lock $(ARGS)
+
+proto:  ## compile app/protocols/grpc/inference.proto into the descriptor set the gRPC door loads
+	@$(SETUP) dev
+	$(BIN)/python -m grpc_tools.protoc -I. --descriptor_set_out=app/protocols/grpc/inference.binpb app/protocols/grpc/inference.proto
 
 lint:
 	@$(SETUP) train dev

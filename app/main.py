@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import cv2
+import grpc
 import torch
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +31,7 @@ from app.memory import malloc_trim, trim_forever
 from app.observability import metrics, tracing
 from app.observability.logs import configure_logging
 from app.protocols import native, v2
+from app.protocols.grpc import service as grpc_door
 from app.repository.layout import scan_repository, single_file
 from app.repository.registry import ModelRepository, poll_forever
 from app.settings import Settings, SettingsError
@@ -81,9 +83,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     trim = malloc_trim()
     if trim is not None:
         chores.append(asyncio.create_task(trim_forever(trim)))
+    grpc_server = await _start_grpc(app, settings)
     try:
         yield
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(settings.shutdown_timeout_seconds)  # calls in progress finish first
         for chore in chores:
             chore.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -91,6 +96,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.core = None
         metrics.mark_worker_exited()
         tracing.stop()
+
+
+async def _start_grpc(app: FastAPI, settings: Settings) -> grpc.aio.Server | None:
+    if not settings.grpc_port:
+        return None
+    server = await grpc_door.start_server(settings, lambda: app.state.core, app.version)
+    logger.info("Open Inference Protocol over gRPC on %s:%d", settings.host, settings.grpc_port)
+    return server
 
 
 def _trace_destination(settings: Settings) -> str:

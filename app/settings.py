@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="uvicorn worker processes (python -m app)")
     host: str = Field("127.0.0.1", description="address to listen on (python -m app)")
     port: int = Field(8000, ge=1, description="port to listen on (python -m app)")
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="port of the Open Inference Protocol over gRPC, on HOST, served by every worker; 0 turns it off",
+    )
     shutdown_timeout_seconds: float = Field(
         5.0, ge=0, description="on SIGTERM, time given to requests in progress (python -m app)"
     )

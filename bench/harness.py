@@ -102,7 +102,9 @@ def digit_upload() -> Path:
 def start_python(module: str, name: str, log: Path, environment: dict[str, str]) -> Server:
     """`python -m <module>` on a free 127.0.0.1 port, loaded with samples/7.png on /predict."""
     port = free_port()
-    process = launch([sys.executable, "-m", module], log, {"HOST": "127.0.0.1", "PORT": str(port), **environment})
+    process = launch(
+        [sys.executable, "-m", module], log, {"HOST": "127.0.0.1", "PORT": str(port), "GRPC_PORT": "0", **environment}
+    )
     return Server(name, process, f"http://127.0.0.1:{port}/predict", MULTIPART_TYPE, digit_upload(), log)
 
 

@@ -129,7 +129,7 @@ async def microseconds(app: Callable, request: tuple, count: int) -> float:
 
 
 async def measure(api_key: str | None, count: int, rounds: int) -> dict[str, dict[str, float]]:
-    settings = Settings(log_level="warning", api_key=api_key)
+    settings = Settings(log_level="warning", api_key=api_key, grpc_port=0)
     table_front = create_app(settings)
     lifespan = await started(table_front)
     # The same FastAPI application behind a front that dispatches nothing itself.

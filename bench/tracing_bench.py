@@ -82,7 +82,7 @@ def off_path_microseconds() -> float:
 
 
 async def measure(count: int, rounds: int, endpoint: str) -> dict[str, dict[str, float]]:
-    front = create_app(Settings(log_level="warning"))
+    front = create_app(Settings(log_level="warning", grpc_port=0))
     lifespan = await started(front)
     variants = {
         "off": None,

@@ -116,7 +116,7 @@ docker build --quiet --network none --build-arg BASE=local/py311-bookworm:base \
 echo "[smoke] image $image: $(docker image inspect "$image" --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}')"
 step "offline image build"
 
-IMAGE=$image PUBLISH_PORT=$port docker compose -p "$project" up --no-build --wait --wait-timeout 120
+IMAGE=$image PUBLISH_PORT=$port PUBLISH_GRPC_PORT=$((port + 1)) docker compose -p "$project" up --no-build --wait --wait-timeout 120
 step "docker compose up --wait (healthy)"
 
 health="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz")"

@@ -49,8 +49,12 @@ def tiny_mnist(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+# The shipped models on the CPU, and no gRPC door unless a test opens one on a port of its own.
+IN_PROCESS = {"model_repository": REPO_ROOT / "models", "device": "cpu", "grpc_port": 0}
+
+
 def make_client(**overrides) -> TestClient:
-    settings = Settings(**{"model_repository": REPO_ROOT / "models", "device": "cpu", **overrides})
+    settings = Settings(**{**IN_PROCESS, **overrides})
     return TestClient(create_app(settings))
 
 
@@ -89,7 +93,7 @@ def running_server(**overrides) -> Iterator[str]:
 @contextmanager
 def running_uvicorn(**overrides) -> Iterator[tuple[str, uvicorn.Server]]:
     """running_server's server itself beside its URL, for a test that watches its connections."""
-    settings = Settings(**{"model_repository": REPO_ROOT / "models", "device": "cpu", **overrides})
+    settings = Settings(**{**IN_PROCESS, **overrides})
     config = uvicorn_config(settings.model_copy(update={"shutdown_timeout_seconds": 2}), app=create_app(settings))
     server = uvicorn.Server(config)
     listener = socket.socket()

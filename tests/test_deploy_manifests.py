@@ -27,22 +27,25 @@ def _dockerfile_value(instruction: str) -> str:
     return re.search(rf"^{instruction}\s+(.+)$", dockerfile, re.MULTILINE).group(1).strip()
 
 
-def test_container_port_is_the_port_the_image_listens_on(container):
-    assert _dockerfile_value("EXPOSE") == "8000"
-    assert re.search(r"^\s+PORT=8000 \\$", (REPO_ROOT / "Dockerfile").read_text(), re.MULTILINE)
-    [port] = container["ports"]
-    assert port == {"name": "http", "containerPort": 8000}
-    service_port = _manifest("service.yaml")["spec"]["ports"][0]
-    assert service_port["targetPort"] in ("http", 8000)
+def test_container_ports_are_the_ports_the_image_listens_on(container):
+    assert _dockerfile_value("EXPOSE") == "8000 8001"
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert re.search(r"^\s+PORT=8000 \\$", dockerfile, re.MULTILINE)
+    assert re.search(r"^\s+GRPC_PORT=8001 \\$", dockerfile, re.MULTILINE)
+    assert container["ports"] == [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001}]
+    service_ports = {port["name"]: port["targetPort"] for port in _manifest("service.yaml")["spec"]["ports"]}
+    assert service_ports == {"http": "http", "grpc": "grpc"}
 
 
 def test_probes_use_the_apps_health_and_readiness_routes(container):
     paths = set(create_app(Settings()).app.openapi()["paths"])
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    for probe in ("livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["path"] in paths
         assert container[probe]["httpGet"]["port"] == "http"
+    # Readiness through the gRPC door's health service (the server's own, service ""), on its port.
+    assert container["readinessProbe"]["grpc"] == {"port": Settings().grpc_port}
 
 
 def test_pod_runs_as_the_images_non_root_user_on_a_read_only_root(container):
@@ -82,11 +85,11 @@ def test_everything_lives_in_the_namespace_applied_first():
         assert _manifest(name)["metadata"]["namespace"] == namespace, name
 
 
-def test_network_policy_admits_the_pods_http_port_only(container):
+def test_network_policy_admits_the_pods_http_and_grpc_ports_only(container):
     policy = _manifest("networkpolicy.yaml")["spec"]
     labels = _manifest("deployment.yaml")["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
     [rule] = policy["ingress"]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-    assert "http" in {port["name"] for port in container["ports"]}
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}]
+    assert {"http", "grpc"} <= {port["name"] for port in container["ports"]}
     assert policy["egress"] == []

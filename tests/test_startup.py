@@ -171,7 +171,7 @@ def test_the_real_server_exits_non_zero_with_one_clear_line(environment, expecte
         [sys.executable, "-m", "app"],
         cwd=REPO_ROOT,
         # One worker fails in its lifespan, before it binds, so two suites at once never meet on the port.
-        env={**os.environ, "PORT": "18765", "WORKERS": "1", **environment},
+        env={**os.environ, "PORT": "18765", "GRPC_PORT": "0", "WORKERS": "1", **environment},
         capture_output=True,
         text=True,
         timeout=120,

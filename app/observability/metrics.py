@@ -35,6 +35,15 @@ REQUEST_SECONDS = Histogram(
     ["route", "status"],
     buckets=_LATENCY_BUCKETS,
 )
+GRPC_REQUESTS = Counter(
+    "mnist_grpc_requests_total", "Open Inference Protocol gRPC calls answered, by method and code", ["method", "code"]
+)
+GRPC_REQUEST_SECONDS = Histogram(
+    "mnist_grpc_request_duration_seconds",
+    "Time from a gRPC call's arrival to its answer, by method and code",
+    ["method", "code"],
+    buckets=_LATENCY_BUCKETS,
+)
 IN_FLIGHT = Gauge("mnist_http_requests_in_flight", "HTTP requests being handled now", multiprocess_mode="livesum")
 INFERENCE_SECONDS = Histogram(
     "mnist_inference_duration_seconds",

@@ -54,7 +54,7 @@ def start_service(output: IO | int, **environment: str) -> tuple[subprocess.Pope
         stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PORT": str(port), **environment},
+        env={**os.environ, "PORT": str(port), "GRPC_PORT": "0", **environment},
     )
     _reservations[process] = reservation
     return process, f"http://127.0.0.1:{port}"
