@@ -33,6 +33,7 @@ from app.inference.pipeline import InferenceCore
 from app.observability import metrics
 from app.observability.logs import access_log
 from app.protocols.grpc import messages
+from app.protocols.v2.routes import PLATFORM, SERVER_NAME
 from app.protocols.v2.tensors import (
     MODEL_INPUTS,
     MODEL_OUTPUTS,
@@ -52,8 +53,6 @@ from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SERVER_NAME = "mnist-serve"
-PLATFORM = "pytorch"
 # Each domain error's status; an error not named here answers as its nearest ancestor.
 GRPC_CODES: dict[type[ClientError], grpc.StatusCode] = {
     ClientError: grpc.StatusCode.INVALID_ARGUMENT,
