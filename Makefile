@@ -10,7 +10,7 @@ ROUNDS ?= 5
 DURATION ?= 1800
 SETUP := $(PYTHON) scripts/bootstrap.py env --venv $(VENV)
 
-.PHONY: run test test-system test-stress soak lint lock proto train samples bench bench-peers bench-robust bench-train clean
+.PHONY: run test test-system test-stress soak lint lock proto train samples bench bench-grpc bench-peers bench-robust bench-train clean
 
 run:  ## serve the model repository models/ on http://127.0.0.1:8000
 	@$(SETUP)
@@ -61,6 +61,11 @@ bench:  ## serving benchmark: /predict vs a bare endpoint with wrk (root: instal
 	@$(SETUP) train dev
 	scripts/system-deps.sh wrk
 	$(BIN)/python bench/serve_bench.py
+
+bench-grpc:  ## the Open Inference Protocol over gRPC against REST on one worker, with h2load (root: installs it)
+	@$(SETUP) train dev
+	scripts/system-deps.sh h2load
+	$(BIN)/python bench/grpc_bench.py $(ARGS)
 
 bench-peers:  ## /predict against KServe, TorchServe and LitServe serving the same network, with wrk (root: installs wrk)
 	@$(SETUP) train dev

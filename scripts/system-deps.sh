@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages the system test suites and benchmarks drive, when they are missing:
-# wrk (load), chromium + chromedriver (browser), docker.io + debootstrap + curl (container smoke test).
+# wrk and h2load (load), chromium + chromedriver (browser), docker.io + debootstrap + curl (container smoke test).
 # usage: scripts/system-deps.sh [COMMAND ...]   (default: all of them)
 set -euo pipefail
 declare -A package_of=([wrk]=wrk [chromium]=chromium [chromedriver]=chromium-driver [dockerd]=docker.io
-                       [debootstrap]=debootstrap [curl]=curl)
+                       [debootstrap]=debootstrap [curl]=curl [h2load]=nghttp2-client)
 commands=("$@")
 [ ${#commands[@]} -gt 0 ] || commands=(wrk chromium chromedriver dockerd debootstrap curl)
 wanted=()

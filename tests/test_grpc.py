@@ -4,6 +4,7 @@ the same answers and refusals as the REST doors, health, limits, and a descripto
 tritonclient.grpc and kserve's client are driven in tests/system/test_grpc_clients.py, each in a
 process of its own (their modules and ours register the same protobuf names)."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -288,3 +289,21 @@ def test_the_descriptor_set_is_compiled_from_the_proto_as_committed(tmp_path: Pa
     command = [sys.executable, "-m", "grpc_tools.protoc", "-I.", f"--descriptor_set_out={made}", proto.as_posix()]
     subprocess.run(command, cwd=REPO_ROOT, check=True)
     assert made.read_bytes() == pb.DESCRIPTOR_SET.read_bytes(), "run make proto"
+
+
+def test_calls_get_an_access_line_with_their_request_id_and_never_the_key(capsys):
+    with grpc_service(log_format="json", api_key=KEY) as (_, channel):
+        capsys.readouterr()
+        request = pb.ModelInferRequest(
+            model_name="mnist",
+            inputs=[Input(name="image", datatype="UINT8", shape=[1, 28, 28])],
+            raw_input_contents=[_digits()[7:8].tobytes()],
+        )
+        Stub(channel).ModelInfer(request, metadata=(("x-api-key", KEY), ("x-request-id", "grpc-req-1")))
+    output = capsys.readouterr().err
+    assert KEY not in output
+    entries = [json.loads(line) for line in output.splitlines() if line.strip()]
+    [line] = [entry for entry in entries if entry["logger"] == "mnist.access" and entry.get("protocol") == "grpc"]
+    assert (line["request_id"], line["method"], line["status"]) == ("grpc-req-1", "ModelInfer", "OK")
+    assert (line["model"], line["version"], line["classes"]) == ("mnist", 1, "7")
+    assert line["latency_ms"] > 0

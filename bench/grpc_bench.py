@@ -1,0 +1,192 @@
+"""The Open Inference Protocol over gRPC against REST, on one service, with one load generator (issue #24).
+
+One `python -m app` worker serves both doors. h2load (nghttp2) loads each in turn with the same
+connections and duration, HTTP/1.1 for REST and h2c for gRPC, so the client's own cost is alike:
+
+- batches: 64 FP32 rows, V2 REST with binary tensor data against gRPC ModelInfer with
+  raw_input_contents (images/s);
+- single digits: samples/7.png to `/predict` against one UINT8 [1, 28, 28] image to ModelInfer
+  (requests/s and latency percentiles from h2load's per-request log).
+
+Rounds alternate the doors; the tables give medians. Each body is checked first with a real
+answer (gRPC's with this project's own messages), since h2load counts HTTP statuses only and a
+gRPC error is an HTTP 200.
+
+Run: make bench-grpc, or .venv/bin/python bench/grpc_bench.py [--seconds S] [--rounds R] [--connections C]
+(needs h2load: apt-get install nghttp2-client).
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from harness import (  # noqa: E402
+    DIGIT,
+    WORK,
+    digit_upload,
+    free_port,
+    serving,
+    start_service,
+    tree_cpu_seconds,
+    v2_binary_request,
+)
+
+from app.protocols.grpc import messages  # noqa: E402
+
+ROWS = 64
+
+
+@dataclass(frozen=True)
+class Load:
+    """One request h2load repeats: where, its body, its headers, and the rows it carries."""
+
+    name: str
+    url: str
+    body: Path
+    headers: tuple[str, ...]
+    rows: int
+    h1: bool
+
+
+def _grpc_frame(message: object) -> bytes:
+    """A gRPC message on the wire: not compressed, its length, its bytes."""
+    payload = message.SerializeToString()
+    return struct.pack(">?I", False, len(payload)) + payload
+
+
+def _infer_request(tensor: np.ndarray, name: str, datatype: str) -> object:
+    request = messages.ModelInferRequest(model_name="mnist", raw_input_contents=[tensor.tobytes()])
+    request.inputs.add(name=name, datatype=datatype, shape=list(tensor.shape))
+    return request
+
+
+def loads(http_url: str, grpc_address: str, folder: Path) -> dict[str, tuple[Load, Load]]:
+    """Each comparison: the REST load and the gRPC load, with bodies written to `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    digit = np.asarray(Image.open(DIGIT), dtype=np.uint8)
+    rows = np.repeat((digit.reshape(1, 784) / np.float32(255)).astype(np.float32), ROWS, axis=0)
+    rest_batch, header_length = v2_binary_request(rows, [{"name": "label"}])
+    (folder / "rest-batch.body").write_bytes(rest_batch)
+    batch_request = _infer_request(rows, "input", "FP32")
+    single_request = _infer_request(digit[None], "image", "UINT8")
+    for name, request in (("grpc-batch", batch_request), ("grpc-single", single_request)):
+        _check_grpc(grpc_address, request)
+        (folder / f"{name}.body").write_bytes(_grpc_frame(request))
+    grpc_url = f"http://{grpc_address}/{messages.SERVICE}/ModelInfer"
+    grpc_headers = ("content-type: application/grpc", "te: trailers")
+    v2_url = http_url.replace("/predict", "/v2/models/mnist/infer")
+    return {
+        f"batches of {ROWS} FP32 rows": (
+            Load("V2 REST, binary", v2_url, folder / "rest-batch.body",
+                 ("content-type: application/octet-stream", f"inference-header-content-length: {header_length}"),
+                 ROWS, h1=True),
+            Load("gRPC, raw contents", grpc_url, folder / "grpc-batch.body", grpc_headers, ROWS, h1=False),
+        ),
+        "single digits": (
+            Load("REST /predict, PNG", http_url, digit_upload(),
+                 ("content-type: multipart/form-data; boundary=mnist-serve-bench-boundary",), 1, h1=True),
+            Load("gRPC, UINT8 image", grpc_url, folder / "grpc-single.body", grpc_headers, 1, h1=False),
+        ),
+    }  # fmt: skip
+
+
+def _check_grpc(address: str, request: object) -> None:
+    request_type, response_type = messages.METHODS["ModelInfer"]
+    with grpc.insecure_channel(address) as channel:
+        infer = channel.unary_unary(
+            f"/{messages.SERVICE}/ModelInfer",
+            request_serializer=request_type.SerializeToString,
+            response_deserializer=response_type.FromString,
+        )
+        response = infer(request, timeout=30)
+    labels = np.frombuffer(response.raw_output_contents[1], dtype="<i8")
+    if not (labels == 7).all():
+        raise SystemExit(f"gRPC answered {labels[:5]} for samples/7.png")
+
+
+def h2load(load: Load, seconds: int, connections: int, log: Path) -> dict[str, float]:
+    command = ["h2load", "-D", str(seconds), "-c", str(connections), "-t", "1", "-m", "1"]
+    command += ["-d", str(load.body), f"--log-file={log}"]
+    for header in load.headers:
+        command += ["-H", header]
+    if load.h1:
+        command.append("--h1")
+    completed = subprocess.run([*command, load.url], capture_output=True, text=True, check=True)
+    lines = [line.split("\t") for line in log.read_text().splitlines() if line]
+    statuses = {line[1] for line in lines}
+    if statuses != {"200"}:
+        raise SystemExit(f"{load.name}: statuses {statuses}\n{completed.stdout[-2000:]}")
+    durations_ms = np.asarray([int(line[2]) for line in lines]) / 1000
+    return {
+        "requests_per_second": len(lines) / seconds,
+        "p50_ms": float(np.percentile(durations_ms, 50)),
+        "p99_ms": float(np.percentile(durations_ms, 99)),
+    }
+
+
+def measure(arguments: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
+    grpc_port = free_port()
+    log = WORK / "grpc-bench.log"
+    start = lambda: start_service("grpc", log, GRPC_PORT=str(grpc_port), WORKERS="1", LOG_LEVEL="warning")  # noqa: E731
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    with serving(start) as server:
+        comparisons = loads(server.url, f"127.0.0.1:{grpc_port}", WORK / "grpc-bodies")
+        for comparison, pair in comparisons.items():
+            runs: dict[str, list[dict[str, float]]] = {load.name: [] for load in pair}
+            for _ in range(arguments.rounds):
+                for load in pair:
+                    cpu_before = tree_cpu_seconds(server.process.pid)
+                    run = h2load(load, arguments.seconds, arguments.connections, WORK / "h2load.log")
+                    cpu = tree_cpu_seconds(server.process.pid) - cpu_before
+                    run["images_per_server_cpu_second"] = (
+                        run["requests_per_second"] * arguments.seconds * load.rows / cpu
+                    )
+                    run["images_per_second"] = run["requests_per_second"] * load.rows
+                    runs[load.name].append(run)
+            results[comparison] = {
+                name: {key: statistics.median(run[key] for run in done) for key in done[0]}
+                for name, done in runs.items()
+            }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="each run's duration")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    arguments = parser.parse_args()
+    if shutil.which("h2load") is None:
+        raise SystemExit("h2load is not installed (apt-get install nghttp2-client, or make bench-grpc as root)")
+    results = measure(arguments)
+    print(
+        f"| load | door | images/s | images per server CPU-second | p50 | p99 |  ({arguments.connections} connections)"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for comparison, doors in results.items():
+        for door, run in doors.items():
+            print(
+                f"| {comparison} | {door} | {run['images_per_second']:,.0f} | "
+                f"{run['images_per_server_cpu_second']:,.0f} | {run['p50_ms']:.2f} ms | {run['p99_ms']:.2f} ms |"
+            )
+    if arguments.json:
+        arguments.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
