@@ -119,6 +119,7 @@ def _check_grpc(address: str, request: object) -> None:
 
 
 def h2load(load: Load, seconds: int, connections: int, log: Path) -> dict[str, float]:
+    log.unlink(missing_ok=True)  # h2load appends to its log
     command = ["h2load", "-D", str(seconds), "-c", str(connections), "-t", "1", "-m", "1"]
     command += ["-d", str(load.body), f"--log-file={log}"]
     for header in load.headers:
