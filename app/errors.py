@@ -76,3 +76,8 @@ class MissingFieldError(ClientError):
     """The multipart body has no file in the field the endpoint reads."""
 
     reason = "validation"
+
+
+class StartError(Exception):
+    """The service cannot start as configured (a port it must listen on is taken): one line for the
+    operator, not a traceback."""

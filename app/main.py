@@ -75,6 +75,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise ModelLoadError(_nothing_to_serve(repository, settings))
     app.state.core = core
     logger.info("serving with %d torch thread(s)", torch.get_num_threads())
+    grpc_server = await _start_grpc(app, settings)
     chores = (
         [asyncio.create_task(poll_forever(repository, settings.model_poll_seconds))]
         if settings.model_poll_seconds
@@ -83,7 +84,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     trim = malloc_trim()
     if trim is not None:
         chores.append(asyncio.create_task(trim_forever(trim)))
-    grpc_server = await _start_grpc(app, settings)
     try:
         yield
     finally:

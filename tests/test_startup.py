@@ -6,6 +6,7 @@ import pickle
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,25 @@ def test_the_real_server_exits_non_zero_with_one_clear_line(environment, expecte
     assert "Traceback" not in completed.stderr
     matching = [line for line in completed.stderr.splitlines() if expected_line in line]
     assert len(matching) == 1, completed.stderr
+
+
+def test_a_grpc_port_another_process_holds_stops_the_start_with_one_clear_line():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        completed = subprocess.run(
+            [sys.executable, "-m", "app"],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PORT": "18766", "GRPC_PORT": str(port), "WORKERS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert completed.returncode != 0
+    assert "Traceback" not in completed.stderr
+    expected = f"cannot start: cannot listen for gRPC on 127.0.0.1:{port} (GRPC_PORT)"
+    assert len([line for line in completed.stderr.splitlines() if expected in line]) == 1, completed.stderr
 
 
 @pytest.mark.parametrize(

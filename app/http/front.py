@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
-from app.errors import ClientError
+from app.errors import ClientError, StartError
 from app.http.error_handlers import client_error_response, error_body, validation_error_response
 from app.http.limits import BodyBudget, GuardedBody, check_headers
 from app.http.routing import DirectRoute, direct_routes
@@ -212,7 +212,9 @@ def _concise_startup_failure(send: Send) -> Send:
         # Starlette sends this message from inside its `except` block, so the error being
         # handled is the one that stopped the startup.
         error = sys.exc_info()[1]
-        if message["type"] == "lifespan.startup.failed" and isinstance(error, (ModelLoadError, RepositoryError)):
+        if message["type"] == "lifespan.startup.failed" and isinstance(
+            error, (ModelLoadError, RepositoryError, StartError)
+        ):
             message = {**message, "message": f"cannot start: {error}"}
         await send(message)
 

@@ -25,6 +25,7 @@ from app.errors import (
     NotReadyError,
     OverloadedError,
     PayloadTooLargeError,
+    StartError,
     UnauthorizedError,
 )
 from app.http.security import check_credentials
@@ -304,6 +305,10 @@ async def start_server(
     server = grpc.aio.server(options=server_options(settings), maximum_concurrent_rpcs=settings.max_connections)
     server.add_generic_rpc_handlers((service.handler(),))
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(service), server)
-    server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    address = f"{settings.host}:{settings.grpc_port}"
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as error:  # grpc's word for a port another process holds
+        raise StartError(f"cannot listen for gRPC on {address} (GRPC_PORT): {error}") from None
     await server.start()
     return server
