@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from mnist_core.contract import INPUT_SIZE, NUM_CLASSES, describe_contract
+from mnist_core.contract import describe_contract
 from mnist_core.files import file_sha256, metadata_path_for
-from mnist_core.network import NeuralNetwork, describe_architecture
 from training.evaluate import Evaluation
 from training.train import TrainConfig, TrainResult, augmentation_seed
 
@@ -35,7 +35,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(stream.name, path)
 
 
-def save_weights(model: NeuralNetwork, path: Path) -> str:
+def save_weights(model: nn.Module, path: Path) -> str:
     """Save the state_dict alone (no pickled classes) and return the file's sha256."""
     buffer = io.BytesIO()
     state_dict = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
@@ -55,14 +55,7 @@ def build_metadata(
 ) -> dict[str, Any]:
     return {
         "format_version": 1,
-        "architecture": {
-            "class": "NeuralNetwork",
-            "layers": describe_architecture(config.hidden_size),
-            "input_size": INPUT_SIZE,
-            "hidden_size": config.hidden_size,
-            "num_classes": NUM_CLASSES,
-            "state_dict_keys": list(result.model.state_dict()),
-        },
+        "architecture": config.network.declaration(result.model),
         "input_contract": describe_contract(config.input_steps),
         "recipe": recipe,
         "hyperparameters": {

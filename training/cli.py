@@ -42,9 +42,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train the 784-50-10 MNIST network by a recipe, evaluate it on the 10,000 test images "
-        "and publish the weights, their metadata and plots as a new version folder of the model repository "
-        "(models/<model>/<version>/), written in one step.",
+        description="Train an MNIST network by a recipe (the 784-50-10 network or a small CNN), evaluate it on "
+        "the 10,000 test images and publish the weights, their metadata and plots as a new version folder of the "
+        "model repository (models/<model>/<version>/), written in one step.",
         formatter_class=_HelpFormatter,
     )
     parser.add_argument(
@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     hyper.add_argument("--epochs", type=_positive_int, default=None, help="passes over the training set")
     hyper.add_argument("--batch-size", type=_positive_int, default=None, help="images per step")
     hyper.add_argument("--lr", type=float, default=None, help="Adam's (starting) learning rate")
-    hyper.add_argument("--hidden-size", type=_positive_int, default=None, help="width of the hidden layer (fc1)")
+    hyper.add_argument(
+        "--hidden-size", type=_positive_int, default=None, help="width of the fully connected hidden layer (fc1)"
+    )
     parser.add_argument(
         "--seed",
         type=int,
@@ -225,11 +227,9 @@ def _destination(args: argparse.Namespace, default_model: str) -> Path | None:
 
 def _config(recipe_config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
     """The recipe's configuration with the options given on the command line."""
-    overrides = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.lr,
-        "hidden_size": args.hidden_size,
-    }
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr}
     given = {key: value for key, value in overrides.items() if value is not None}
-    return replace(recipe_config, seed=args.seed, **given)
+    network = recipe_config.network
+    if args.hidden_size is not None:
+        network = replace(network, parameters={**network.parameters, "hidden_size": args.hidden_size})
+    return replace(recipe_config, seed=args.seed, network=network, **given)

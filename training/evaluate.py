@@ -3,9 +3,9 @@
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from mnist_core.contract import NUM_CLASSES
-from mnist_core.network import NeuralNetwork
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Evaluation:
 
 
 @torch.inference_mode()
-def predict_classes(model: NeuralNetwork, inputs: torch.Tensor) -> torch.Tensor:
+def predict_classes(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """Class indices for float inputs shaped (N, 784), on the inputs' device."""
     was_training = model.training
     model.eval()
@@ -35,7 +35,7 @@ def predict_classes(model: NeuralNetwork, inputs: torch.Tensor) -> torch.Tensor:
     return predictions
 
 
-def evaluate(model: NeuralNetwork, inputs: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> Evaluation:
     device = next(model.parameters()).device
     predictions = predict_classes(model, inputs.to(device)).cpu()
     confusion = torch.bincount(labels * NUM_CLASSES + predictions, minlength=NUM_CLASSES * NUM_CLASSES).reshape(

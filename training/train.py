@@ -1,4 +1,4 @@
-"""The training loop, batched from tensors held in memory: the reference recipe and the robust one."""
+"""The training loop, batched from tensors held in memory, for any declared network and recipe."""
 
 import time
 from collections.abc import Callable
@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from mnist_core.architectures import SEED_NETWORK, DeclaredNetwork
 from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, network_inputs
-from mnist_core.network import DEFAULT_HIDDEN_SIZE, NeuralNetwork
 from training.augment import AugmentConfig, augment
 from training.data import MnistSplit
 from training.evaluate import evaluate
@@ -25,7 +25,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 0.001
-    hidden_size: int = DEFAULT_HIDDEN_SIZE
+    network: DeclaredNetwork = SEED_NETWORK
     seed: int = 0
     lr_schedule: str = CONSTANT_LR
     augmentation: AugmentConfig | None = None  # distort every training batch on the fly
@@ -42,7 +42,7 @@ class EpochResult:
 
 @dataclass
 class TrainResult:
-    model: NeuralNetwork
+    model: nn.Module
     epochs: list[EpochResult] = field(default_factory=list)
 
     @property
@@ -68,7 +68,7 @@ def train(
     shuffle_generator = torch.Generator().manual_seed(config.seed)
     # Its own generator, so the reference recipe (no augmentation) draws exactly what it always did.
     augment_generator = torch.Generator().manual_seed(augmentation_seed(config))
-    model = NeuralNetwork(hidden_size=config.hidden_size).to(device)
+    model = config.network.build().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, **_fastest_adam(device))
     loss_fn = nn.CrossEntropyLoss()
     inputs = train_split.inputs().to(device)

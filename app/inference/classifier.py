@@ -8,16 +8,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from app.observability import metrics
-from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, NUM_CLASSES, input_steps, network_inputs, pixels_to_input
+from mnist_core.architectures import (
+    ArchitectureError,
+    DeclaredNetwork,
+    WeightsMismatchError,
+    declared_network,
+    network_with_weights,
+)
+from mnist_core.contract import IMAGE_SIDE, input_steps, network_inputs, pixels_to_input
 from mnist_core.device import DeviceUnavailableError, resolve_device
 from mnist_core.files import file_sha256, metadata_path_for
-from mnist_core.network import NeuralNetwork, hidden_size_of
 
 logger = logging.getLogger(__name__)
-
-_EXPECTED_KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 
 
 class ModelLoadError(Exception):
@@ -30,7 +35,7 @@ class ModelInfo:
     version: int
     path: Path
     sha256: str
-    hidden_size: int
+    network: DeclaredNetwork
     device: str
     torch_version: str
     metadata: dict[str, Any] | None
@@ -40,41 +45,17 @@ class ModelInfo:
         return (self.metadata or {}).get("test", {}).get("accuracy")
 
 
-class ServedScores:
-    """The network's forward pass and softmax as three tensor calls on the network's own weights.
-
-    nn.Module's per-layer dispatch costs more than the arithmetic of a 784-50-10 network, which is
-    why this used to be a frozen TorchScript graph. Each traced graph, though, registers types in
-    TorchScript's process-wide compilation unit that outlive it (so every version swap grew the
-    worker), and torch.jit is deprecated. The same operations written out
-    are faster than either (the README's performance section has the figures), and free nothing
-    but themselves when a version leaves; tests/test_classifier.py checks they give the module's
-    scores.
-    """
-
-    def __init__(self, network: NeuralNetwork) -> None:
-        # Transposed once, so each call is two fused multiply-adds: x @ W1^T + b1, then relu.
-        self._hidden_weight = network.fc1.weight.detach().t().contiguous()
-        self._hidden_bias = network.fc1.bias.detach()
-        self._output_weight = network.fc2.weight.detach().t().contiguous()
-        self._output_bias = network.fc2.bias.detach()
-
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        hidden = torch.addmm(self._hidden_bias, inputs, self._hidden_weight).relu_()
-        return torch.softmax(torch.addmm(self._output_bias, hidden, self._output_weight), dim=1)
-
-
 class DigitClassifier:
     """One loaded version of a model on its device; safe to call from several threads at once."""
 
-    def __init__(self, network: NeuralNetwork, device: torch.device, info: ModelInfo) -> None:
+    def __init__(self, network: nn.Module, device: torch.device, info: ModelInfo) -> None:
         self.network = network
         self.device = device
         self.info = info
         # The steps this model's recorded input contract adds (deskew for the robust recipe).
         self.contract = (info.metadata or {}).get("input_contract")
         self.prediction_counters = metrics.prediction_counters(info)
-        self._scores = ServedScores(network)
+        self._scores = info.network.architecture.serving_form(network, device)
 
     def probabilities(self, digits: np.ndarray) -> np.ndarray:
         """uint8 digits (N, 28, 28), white on black -> float32 softmax probabilities (N, 10)."""
@@ -82,10 +63,7 @@ class DigitClassifier:
 
     def probabilities_of_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """float32 inputs (N, 784) in [0, 1], before the model's contract steps -> softmax probabilities (N, 10)."""
-        prepared = torch.from_numpy(network_inputs(inputs, self.contract)).to(self.device)
-        # No tensor here requires a gradient, so nothing is recorded: no inference_mode is needed
-        # around the call (entering it costs more than the call saves).
-        return self._scores(prepared).cpu().numpy()
+        return self._scores(network_inputs(inputs, self.contract))
 
 
 def load_classifier(
@@ -114,11 +92,14 @@ def load_classifier(
         raise ModelLoadError(f"{path}: no {metadata_path_for(path).name} beside it to verify its sha256")
     _check_sha256(path, sha256, metadata, allow_sha256_mismatch)
     state_dict = _read_state_dict(path)
-    hidden_size = hidden_size_of(state_dict)
-    network = NeuralNetwork(hidden_size=hidden_size)
-    network.load_state_dict(state_dict)
+    try:
+        declared = declared_network((metadata or {}).get("architecture"), state_dict)
+        network = network_with_weights(declared, state_dict)
+    except (ArchitectureError, WeightsMismatchError) as error:
+        where = metadata_path_for(path) if isinstance(error, ArchitectureError) else path
+        raise ModelLoadError(f"{where}: {error}") from None
     network.to(device).eval().requires_grad_(False)
-    info = ModelInfo(name, version, path, sha256, hidden_size, str(device), torch.__version__, metadata)
+    info = ModelInfo(name, version, path, sha256, declared, str(device), torch.__version__, metadata)
     try:
         input_steps((metadata or {}).get("input_contract"))
     except ValueError as error:
@@ -163,29 +144,4 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as error:  # arbitrary bytes make the unpickler raise IndexError, KeyError and more
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"{path}: not a loadable weights-only state_dict ({first_line[:300]})") from None
-    _check_shapes(path, state_dict)
     return state_dict
-
-
-def _check_shapes(path: Path, state_dict: Any) -> None:
-    if not isinstance(state_dict, dict) or set(state_dict) != set(_EXPECTED_KEYS):
-        found = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
-        raise ModelLoadError(f"{path}: expected a state_dict with keys {list(_EXPECTED_KEYS)}, found {found}")
-    if not all(isinstance(tensor, torch.Tensor) and tensor.is_floating_point() for tensor in state_dict.values()):
-        raise ModelLoadError(f"{path}: every entry must be a floating-point tensor")
-    if state_dict["fc1.weight"].dim() != 2:
-        shape = tuple(state_dict["fc1.weight"].shape)
-        raise ModelLoadError(f"{path}: fc1.weight must be a matrix, found shape {shape}")
-    hidden = hidden_size_of(state_dict)
-    expected = {
-        "fc1.weight": (hidden, INPUT_SIZE),
-        "fc1.bias": (hidden,),
-        "fc2.weight": (NUM_CLASSES, hidden),
-        "fc2.bias": (NUM_CLASSES,),
-    }
-    for key, shape in expected.items():
-        if tuple(state_dict[key].shape) != shape:
-            raise ModelLoadError(
-                f"{path}: {key} has shape {tuple(state_dict[key].shape)}, expected {shape} "
-                f"for a {INPUT_SIZE}-{hidden}-{NUM_CLASSES} network"
-            )

@@ -58,7 +58,7 @@ REJECTED = Counter("mnist_rejected_requests_total", "Requests refused with a 4xx
 MODEL_INFO = Gauge(
     "mnist_model_info",
     "1 for each model version served now, 0 once it is replaced or removed; the facts are in the labels",
-    ["model", "version", "sha256", "device", "torch_version", "hidden_size"],
+    ["model", "version", "sha256", "device", "torch_version", "architecture"],
     multiprocess_mode="livemax",
 )
 MODEL_LOADS = Counter(
@@ -71,7 +71,7 @@ MODEL_LOADS = Counter(
 def model_served(info: "ModelInfo", serving: bool) -> None:
     """Mark a version as served (1) or no longer served (0) in mnist_model_info."""
     MODEL_INFO.labels(
-        info.name, str(info.version), info.sha256, info.device, info.torch_version, str(info.hidden_size)
+        info.name, str(info.version), info.sha256, info.device, info.torch_version, info.network.layers
     ).set(1 if serving else 0)
 
 

@@ -32,7 +32,6 @@ from app.protocols.native.schemas import (
 )
 from app.settings import Settings
 from mnist_core.contract import CONTRACT_DESCRIPTION
-from mnist_core.network import describe_architecture
 
 _LONGEST_PATH_SHOWN = 1024
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -236,8 +235,9 @@ def describe_version(classifier: DigitClassifier) -> dict[str, Any]:
     info = classifier.info
     return {
         "version": info.version,
-        "architecture": describe_architecture(info.hidden_size),
-        "hidden_size": info.hidden_size,
+        "architecture": info.network.layers,
+        "architecture_class": info.network.architecture.name,
+        "architecture_parameters": info.network.parameters,
         "device": info.device,
         "weights_path": str(info.path),
         "weights_sha256": info.sha256,

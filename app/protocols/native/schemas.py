@@ -48,8 +48,11 @@ class Readiness(BaseModel):
 
 class VersionDescription(BaseModel):
     version: int
-    architecture: str = Field(examples=["784 -> 50 -> ReLU -> 10"])
-    hidden_size: int
+    architecture: str = Field(examples=["784 -> 50 -> ReLU -> 10"], description="the network's layers")
+    architecture_class: str = Field(
+        examples=["NeuralNetwork"], description="the architecture the version's model.json declares"
+    )
+    architecture_parameters: dict[str, Any] = Field(examples=[{"hidden_size": 50}])
     device: str = Field(examples=["cpu"])
     weights_path: str
     weights_sha256: str
