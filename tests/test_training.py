@@ -304,3 +304,29 @@ def test_augmentation_is_batched_deterministic_and_keeps_digits_in_range():
         blur_probability=0,
     )
     assert torch.allclose(augment(images, unchanged, torch.Generator().manual_seed(5)), images, atol=1e-5)
+
+
+def test_low_resolution_augmentation_coarsens_the_chosen_share_of_digits():
+    images = torch.zeros(64, 28, 28)
+    images[:, 6:22, 13:15] = 1.0  # a sharp two-pixel bar
+    only_low_resolution = AugmentConfig(
+        rotation_degrees=0,
+        scale_range=(1, 1),
+        aspect_range=(1, 1),
+        shear_degrees=0,
+        shift_pixels=0,
+        thickness_probability=0,
+        blur_probability=0,
+        low_resolution_probability=0.5,
+        low_resolution_sides=(7, 7),
+        low_resolution_levels=(3, 3),
+    )
+    first = augment(images, only_low_resolution, torch.Generator().manual_seed(5))
+    assert torch.equal(first, augment(images, only_low_resolution, torch.Generator().manual_seed(5)))
+    assert float(first.min()) >= 0.0
+    assert torch.allclose(first.amax(dim=(1, 2)), torch.ones(64))
+    changed = (first - images).abs().amax(dim=(1, 2)) > 0.05
+    assert 16 <= int(changed.sum()) <= 48  # about half, as drawn
+    assert torch.allclose(first[~changed], images[~changed], atol=1e-5)
+    # Enlarged from 7x7, the bar's edge is a ramp spread over several pixels, not a step.
+    assert bool((((first[changed] > 0.1) & (first[changed] < 0.9)).sum(dim=(1, 2)) >= 8).all())

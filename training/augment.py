@@ -41,6 +41,12 @@ class AugmentConfig:
     # Gaussian-blurred copy by a random fraction.
     blur_probability: float = 0.3
     blur_sigma: float = 1.0
+    # Low resolution, as a digit photographed small or drawn on a coarse grid looks once enlarged:
+    # a share of images is shrunk by area averaging to a side drawn from this range (inclusive),
+    # quantised to a number of grey levels drawn from the next one, and enlarged again (bicubic).
+    low_resolution_probability: float = 0.0
+    low_resolution_sides: tuple[int, int] = (7, 10)
+    low_resolution_levels: tuple[int, int] = (3, 17)
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +60,8 @@ def augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Genera
     images = _change_thickness(images, config, draws)
     images = F.grid_sample(images, _sampling_grid(config, draws, batch), mode="bilinear", align_corners=False)
     images = _blur(images, config, draws)
+    if config.low_resolution_probability > 0:  # no draws otherwise: older recipes' batches stay as they were
+        images = _lower_resolution(images, config, draws)
     peaks = images.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6)
     return (images / peaks).squeeze(1)
 
@@ -70,6 +78,10 @@ class _Draws:
     def uniform(self, low: float, high: float, *shape: int) -> torch.Tensor:
         values = torch.rand(self.batch, *shape, generator=self.generator)
         return (low + (high - low) * values).to(self.device)
+
+    def integers(self, low: int, high: int) -> torch.Tensor:
+        """One whole number per image, uniform from low to high inclusive, shaped (B,)."""
+        return self.uniform(low, high + 1).floor().clamp(max=high).long()
 
     def chosen(self, probability: float) -> torch.Tensor:
         """1.0 for the images a step applies to, 0.0 for the others, shaped (B, 1, 1, 1)."""
@@ -123,3 +135,20 @@ def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     weights = torch.exp(-((offsets[:, None] - offsets[None, :]) ** 2) / (2 * sigma**2))
     weights = weights / (sigma * math.sqrt(2 * math.pi))
     return weights @ images @ weights.T
+
+
+def _lower_resolution(images: torch.Tensor, config: AugmentConfig, draws: _Draws) -> torch.Tensor:
+    """The chosen images (B, 1, 28, 28) shrunk, quantised and enlarged back; the others unchanged."""
+    chosen = draws.chosen(config.low_resolution_probability).flatten().bool()
+    sides = draws.integers(*config.low_resolution_sides)
+    steps = (draws.integers(*config.low_resolution_levels) - 1).to(images.dtype).reshape(-1, 1, 1, 1)
+    result = images.clone()
+    for side in range(config.low_resolution_sides[0], config.low_resolution_sides[1] + 1):
+        picked = torch.nonzero(chosen & (sides == side)).flatten()
+        if len(picked) == 0:
+            continue
+        small = F.interpolate(images[picked], size=(side, side), mode="area")
+        small = small / small.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+        small = torch.round(small * steps[picked]) / steps[picked]
+        result[picked] = F.interpolate(small, size=(IMAGE_SIDE, IMAGE_SIDE), mode="bicubic").clamp(0, 1)
+    return result
