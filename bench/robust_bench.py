@@ -23,7 +23,7 @@ from robust_cases import DIGITS_PER_CASE, SELECTION_SEED, Case, build_cases
 from training.data import DatasetError, load_mnist, missing_files
 
 DATA_DIRS = (REPO.parent / "shared" / "datasets", REPO / "dataset")
-MODELS = ("mnist", "mnist-reference")
+MODELS = ("mnist", "mnist-cnn", "mnist-reference")
 MAX_FILES_PER_REQUEST = 64  # the service's MAX_BATCH
 MAX_BYTES_PER_REQUEST = 4 << 20  # well inside its MAX_BATCH_BYTES
 

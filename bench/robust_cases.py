@@ -249,6 +249,17 @@ def _low_resolution(images: np.ndarray, _strokes: list[np.ndarray], rng: np.rand
     return files
 
 
+def _coarse_8x8(images: np.ndarray, _strokes: list[np.ndarray], _rng: np.random.Generator) -> list[bytes]:
+    """As public corpora of 8x8 digits store them (16 + 1 grey levels), enlarged as a viewer would."""
+    files = []
+    for image in images:
+        small = cv2.resize(image, (8, 8), interpolation=cv2.INTER_AREA).astype(np.float32)
+        levels = np.rint(small * (16 / 255)) * (255 / 16)
+        enlarged = cv2.resize(levels, (64, 64), interpolation=cv2.INTER_CUBIC)
+        files.append(encode(np.clip(np.rint(enlarged), 0, 255).astype(np.uint8)))
+    return files
+
+
 def _rotated(images: np.ndarray, _strokes: list[np.ndarray], rng: np.random.Generator) -> list[bytes]:
     files = []
     for image in images:
@@ -270,6 +281,7 @@ CASES: list[tuple[str, str, CaseBuilder, int]] = [
     ("shaded-photo", "JPEG photo 640x480 to 1000x1000: lighting gradient, paper grain, tint", _shaded_photo, 6),
     ("low-resolution", "downscaled to 9-14 px, upscaled back to 28x28", _low_resolution, 7),
     ("rotated-15", "turned by up to 15 degrees either way, 28x28", _rotated, 8),
+    ("low-res-8x8", "area-averaged to 8x8, 17 grey levels, enlarged to 64x64 bicubic", _coarse_8x8, 9),
 ]
 
 
