@@ -17,7 +17,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import running_server
 from tests.helpers import REPO_ROOT
@@ -220,6 +220,26 @@ def test_a_real_mnist_digit_replayed_through_the_drawing_api(page, base_url):
     bars = page.find_elements(By.CSS_SELECTOR, "#scores li")
     assert len(bars) == 10
     assert bars[2].get_attribute("class") == "best"
+
+
+def test_the_chosen_model_answers_and_the_page_says_which_version_did(page, base_url):
+    index = httpx.get(f"{base_url}/models").json()
+    newest = {model["name"]: model["default_version"] for model in index["models"]}
+    WebDriverWait(page, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) == len(newest))
+    offered = [option.get_attribute("value") for option in page.find_elements(By.CSS_SELECTOR, "#model option")]
+    assert offered[0] == ""  # the server's default model
+    assert set(offered[1:]) == set(newest) - {index["default_model"]}
+    pixels = np.asarray(Image.open(REPO_ROOT / "samples" / "2.png"))
+    for choice, answering in (("mnist-reference", "mnist-reference"), ("", index["default_model"])):
+        completed = page.execute_script("return window.digitPad.completed")
+        Select(page.find_element(By.ID, "model")).select_by_value(choice)
+        if completed == 0:
+            page.execute_script("window.digitPad.drawStrokes(arguments[0])", _strokes_from_digit(pixels))
+        _wait_for_answer(page, completed)  # a new choice judges the drawing on show again
+        answered_by = page.find_element(By.ID, "answered-by").text
+        assert answered_by == f"Answered by {answering}, version {newest[answering]}"
+        assert _shown_class(page) == "2"
+    assert _console_errors(page) == []
 
 
 def test_clear_empties_the_canvas_and_the_display(page):
