@@ -307,3 +307,21 @@ def test_calls_get_an_access_line_with_their_request_id_and_never_the_key(capsys
     assert (line["request_id"], line["method"], line["status"]) == ("grpc-req-1", "ModelInfer", "OK")
     assert (line["model"], line["version"], line["classes"]) == ("mnist", 1, "7")
     assert line["latency_ms"] > 0
+
+
+def test_the_cnn_answers_over_grpc_as_predict_does(service):
+    url, stub, _ = service
+    outputs = _outputs(_infer(stub, _digits(), "image", "UINT8", True, model_name="mnist-cnn"))
+    with httpx.Client(base_url=url) as client:
+        answers = [
+            client.post(
+                "/predict",
+                params={"model": "mnist-cnn"},
+                files={"file": (f"{digit}.png", (REPO_ROOT / "samples" / f"{digit}.png").read_bytes())},
+            ).json()
+            for digit in range(10)
+        ]
+    assert {(answer["model"], answer["version"]) for answer in answers} == {("mnist-cnn", 1)}
+    assert outputs["label"].tolist() == [answer["class"] for answer in answers]
+    expected = np.asarray([answer["scores"] for answer in answers], dtype=np.float32)
+    np.testing.assert_allclose(outputs["probabilities"], expected, rtol=0, atol=1e-5)

@@ -177,6 +177,19 @@ def test_versioned_inference_and_another_model(client, mnist_test_split):
     assert client.post("/v2/models/mnist-reference/infer", json=request).json()["model_name"] == "mnist-reference"
 
 
+def test_the_cnn_answers_over_v2_as_predict_does(client, mnist_test_split):
+    pixels = mnist_test_split.images[:16].numpy()
+    outputs = client.post("/v2/models/mnist-cnn/infer", json=_image_request(pixels)).json()["outputs"]
+    by_name = {output["name"]: np.asarray(output["data"]).reshape(output["shape"]) for output in outputs}
+    answers = [
+        client.post("/predict", params={"model": "mnist-cnn"}, files={"file": ("d.png", png_of(image))}).json()
+        for image in pixels
+    ]
+    assert by_name["label"].tolist() == [answer["class"] for answer in answers]
+    expected = np.asarray([answer["scores"] for answer in answers])
+    np.testing.assert_allclose(by_name["probabilities"], expected, rtol=0, atol=1e-5)
+
+
 _ZEROS = [0] * 784
 
 
