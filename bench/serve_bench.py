@@ -7,6 +7,8 @@
   (no access log);
 - batches of 64 digits: /predict/batch with 64 PNGs, and V2 infer with FP32 [64, 784] in Triton's
   binary tensor format, in images per second against single /predict;
+- the CNN (mnist-cnn) on the same server: single /predict against the default model's, and V2
+  infer with 64 rows;
 - time from process start to the first right answer, and peak memory per worker.
 
 wrk -t1 -c8 loads one server at a time, in turns A B A B ..., so drift on a shared machine weighs
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from harness import (
+    BENCHMARKED_MODEL,
     REPO,
     WORK,
     Server,
@@ -53,6 +56,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 BATCH = 64
+CNN_MODEL = "mnist-cnn"
 SAMPLES = [REPO / "samples" / f"{digit}.png" for digit in range(10)]
 
 
@@ -95,16 +99,26 @@ def batch_routes(server: Server, bodies: Bodies) -> tuple[Server, Server]:
     """The same running service, loaded with 64 PNGs on /predict/batch and 64 tensors on V2 infer."""
     base = server.url.removesuffix("/predict")
     batch = replace(server, name="/predict/batch x64", url=f"{base}/predict/batch", body=bodies.batch, answer=None)
-    v2 = replace(
+    return batch, v2_route(server, bodies, BENCHMARKED_MODEL)
+
+
+def v2_route(server: Server, bodies: Bodies, model: str) -> Server:
+    """The same running service, loaded with 64 tensors on `model`'s V2 infer."""
+    return replace(
         server,
-        name="V2 infer binary x64",
-        url=f"{base}/v2/models/mnist/infer",
+        name=f"V2 infer binary x64, {model}",
+        url=f"{server.url.removesuffix('/predict')}/v2/models/{model}/infer",
         content_type="application/octet-stream",
         body=bodies.v2,
         header=("Inference-Header-Content-Length", str(bodies.v2_header_length)),
         answer=None,
     )
-    return batch, v2
+
+
+def cnn_routes(server: Server, bodies: Bodies) -> tuple[Server, Server]:
+    """The same running service, loaded on the CNN: single /predict, and 64 tensors on V2 infer."""
+    single = replace(server, name=f"/predict, {CNN_MODEL}", url=f"{server.url}?model={CNN_MODEL}")
+    return single, v2_route(server, bodies, CNN_MODEL)
 
 
 def rounds_of(servers: list[Server], args: argparse.Namespace) -> list[list[dict[str, Any]]]:
@@ -134,7 +148,8 @@ def compare_workers(bodies: Bodies, workers: int, args: argparse.Namespace) -> d
     with ExitStack() as stack:
         ours = stack.enter_context(serving(service(workers)))
         floor = stack.enter_context(serving(bare(workers)))
-        servers = [ours, floor, *(batch_routes(ours, bodies) if workers == 1 else ())]
+        one_worker_extras = (*batch_routes(ours, bodies), *cnn_routes(ours, bodies)) if workers == 1 else ()
+        servers = [ours, floor, *one_worker_extras]
         runs = rounds_of(servers, args)
         result = pair_result(runs[0], runs[1])
         result["peak_rss_mib_per_worker"] = [
@@ -142,12 +157,14 @@ def compare_workers(bodies: Bodies, workers: int, args: argparse.Namespace) -> d
         ]
         if workers == 1:
             single = result["mnist_serve"]["rps"]
-            batch, v2 = (summarise(server_runs) for server_runs in runs[2:])
-            for summary in (batch, v2):
+            batch, v2, cnn, cnn_v2 = (summarise(server_runs) for server_runs in runs[2:])
+            for summary in (batch, v2, cnn_v2):
                 summary["images_per_s"] = round(summary["rps"] * BATCH, 1)
                 summary["vs_single_predict"] = round(summary["images_per_s"] / single, 2)
             v2["vs_batch"] = round(v2["images_per_s"] / batch["images_per_s"], 2)
+            cnn["vs_benchmarked_model"] = round(cnn["rps"] / single, 2)
             result["batch64"], result["v2_binary64"] = batch, v2
+            result["cnn_predict"], result["cnn_v2_binary64"] = cnn, cnn_v2
         return result
 
 
@@ -235,6 +252,12 @@ def print_table(results: dict[str, Any]) -> None:
             f"\n/predict/batch x64: {batch['images_per_s']:,.0f} images/s, {batch['vs_single_predict']:.1f}x single "
             f"/predict (p99 {batch['p99_ms']:.1f} ms)\nV2 binary x64: {v2['images_per_s']:,.0f} images/s, "
             f"{v2['vs_batch']:.1f}x /predict/batch, {v2['vs_single_predict']:.1f}x single /predict"
+        )
+        cnn, cnn_v2 = one["cnn_predict"], one["cnn_v2_binary64"]
+        print(
+            f"{CNN_MODEL}: /predict {cnn['rps']:,.0f} req/s ({cnn['vs_benchmarked_model']:.2f} of "
+            f"{BENCHMARKED_MODEL}'s, p99 {cnn['p99_ms']:.1f} ms), V2 binary x64 {cnn_v2['images_per_s']:,.0f} "
+            f"images/s (p99 {cnn_v2['p99_ms']:.1f} ms)"
         )
     cost = results["production_cost"]
     print(
