@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     model_repository: Path = Field(
         Path("models"), description="folder of models: <name>/<version>/model.pt with its model.json"
     )
-    default_model: str = Field("mnist", description="model that /predict and /model use without ?model=")
+    default_model: str = Field("mnist-cnn", description="model that /predict and /model use without ?model=")
     model_versions: Annotated[VersionPolicies | None, NoDecode, BeforeValidator(_policies)] = Field(
         None, description="versions to serve per model, e.g. mnist=2 or mnist=1+2 or mnist=all; others: latest"
     )

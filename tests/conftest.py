@@ -50,7 +50,9 @@ def tiny_mnist(tmp_path: Path) -> Path:
 
 
 # The shipped models on the CPU, and no gRPC door unless a test opens one on a port of its own.
-IN_PROCESS = {"model_repository": REPO_ROOT / "models", "device": "cpu", "grpc_port": 0}
+# Requests that name no model get `mnist`, the network whose scores reference_model computes
+# without the service's code; the shipped default (mnist-cnn) has tests of its own.
+IN_PROCESS = {"model_repository": REPO_ROOT / "models", "device": "cpu", "grpc_port": 0, "default_model": "mnist"}
 
 
 def make_client(**overrides) -> TestClient:
@@ -67,7 +69,7 @@ def client():
 
 @pytest.fixture(scope="session")
 def reference_model() -> NeuralNetwork:
-    """The default model's shipped weights in a plain network, loaded without any of the service's code."""
+    """The `mnist` model's shipped weights in a plain network, loaded without any of the service's code."""
     model = NeuralNetwork()
     model.load_state_dict(torch.load(SHIPPED_WEIGHTS, weights_only=True))
     return model.eval()
@@ -76,7 +78,7 @@ def reference_model() -> NeuralNetwork:
 @torch.inference_mode()
 def reference_probabilities(model: NeuralNetwork, images: torch.Tensor) -> np.ndarray:
     """Softmax scores for uint8 dataset images (N, 28, 28), prepared as torchvision's ToTensor does,
-    then by the steps the default model's metadata records (its deskew)."""
+    then by the steps the `mnist` model's metadata records (its deskew)."""
     to_tensor = transforms.ToTensor()
     inputs = torch.stack([to_tensor(image.numpy()).reshape(-1) for image in images])
     contract = json.loads(metadata_path_for(SHIPPED_WEIGHTS).read_text())["input_contract"]

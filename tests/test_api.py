@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from app.inference.pipeline import INLINE_PIXEL_BUDGET
+from app.settings import Settings
 from tests.conftest import make_client, reference_probabilities
-from tests.helpers import drawn_digit, encode, multipart_body, png_declaring, png_of
+from tests.helpers import REPO_ROOT, drawn_digit, encode, multipart_body, png_declaring, png_of
 
 
 def _predict(client, data: bytes, filename: str = "digit.png"):
@@ -263,3 +264,13 @@ def test_docs_and_openapi_document_every_error_status(client):
         # How OpenAPI 3.1 marks a file: Swagger UI shows a file picker for it in "Try it out".
         assert file_field["contentMediaType"] == "application/octet-stream"
     assert "security" not in schema["paths"]["/predict"]["post"]  # no API_KEY configured: open
+
+
+def test_requests_that_name_no_model_get_the_shipped_default_the_cnn():
+    """The suite's clients default to `mnist`; the service itself defaults to the CNN (README)."""
+    with make_client(default_model=Settings().default_model) as client:
+        answer = client.post("/predict", files={"file": ("7.png", (REPO_ROOT / "samples" / "7.png").read_bytes())})
+        description = client.get("/model").json()
+    assert (answer.json()["model"], answer.json()["class"]) == ("mnist-cnn", 7)
+    assert description["architecture_class"] == "ConvNet"
+    assert description["architecture_parameters"] == {"channels": [16, 32], "hidden_size": 64}

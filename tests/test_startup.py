@@ -159,7 +159,7 @@ def test_lifespan_refuses_to_start_with_bad_weights(tmp_path: Path):
     ("environment", "expected_line"),
     [
         ({"MODEL_PATH": "no/such/weights.pt"}, "cannot start: no/such/weights.pt: weights file not found"),
-        ({"DEVICE": "cuda:7"}, "cannot start: cannot serve models/mnist/1/model.pt on DEVICE=cuda:7"),
+        ({"DEVICE": "cuda:7"}, "cannot start: cannot serve models/mnist-cnn/1/model.pt on DEVICE=cuda:7"),
         ({"MAX_BATCH": "many"}, "error: MAX_BATCH='many' is not a valid int"),
         ({"MAX_CONCURRENCY": "64"}, "error: MAX_CONCURRENCY is no longer a setting: uploads are bounded by the bytes"),
     ],

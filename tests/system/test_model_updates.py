@@ -103,7 +103,12 @@ def test_a_new_version_is_served_by_every_worker_without_a_failed_request(tmp_pa
     shutil.copytree(SHIPPED, repository)
     log = (tmp_path / "server.log").open("w")
     process, url = start_service(
-        log, WORKERS="2", MODEL_REPOSITORY=str(repository), MODEL_POLL_SECONDS="0.2", LOG_FORMAT="json"
+        log,
+        WORKERS="2",
+        MODEL_REPOSITORY=str(repository),
+        MODEL_POLL_SECONDS="0.2",
+        LOG_FORMAT="json",
+        DEFAULT_MODEL="mnist",
     )
     try:
         wait_until_ready(process, url)

@@ -40,9 +40,11 @@ def digits(mnist_test_split) -> tuple[np.ndarray, np.ndarray]:
 def predict_classes(service, digits) -> np.ndarray:
     """What the native /predict answers for the same digits, one upload each."""
     with httpx.Client(base_url=service) as client:
-        return np.array(
-            [client.post("/predict", files={"file": ("d.png", png_of(image))}).json()["class"] for image in digits[0]]
-        )
+        answers = [
+            client.post("/predict", params={"model": "mnist"}, files={"file": ("d.png", png_of(image))}).json()
+            for image in digits[0]
+        ]
+    return np.array([answer["class"] for answer in answers])
 
 
 @pytest.fixture(scope="module")
