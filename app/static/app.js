@@ -195,7 +195,6 @@ function predictCanvas() {
 function clearAll() {
   supersede();
   resetCanvas();
-listModels();
   uploadedPreview.hidden = true;
   uploadInput.value = "";
   showMessage("");
@@ -364,3 +363,4 @@ window.digitPad = {
 };
 
 resetCanvas();
+listModels();
