@@ -53,7 +53,7 @@ train:  ## train a new version: models/mnist-reference/<next> (ARGS="--recipe ro
 	@$(SETUP) train dev
 	$(BIN)/python -m training $(ARGS)
 
-samples:  ## write samples/0.png ... samples/9.png from the MNIST test set (DATA_DIR, else dataset/)
+samples:  ## write samples/0.png ... samples/9.png and the gate's canary set from the MNIST test set (DATA_DIR, else dataset/)
 	@$(SETUP) train dev
 	$(BIN)/python scripts/make_samples.py --data-dir $(DATA_DIR)
 

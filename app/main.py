@@ -32,6 +32,7 @@ from app.observability import metrics, tracing
 from app.observability.logs import configure_logging
 from app.protocols import native, v2
 from app.protocols.grpc import service as grpc_door
+from app.repository.gate import CanarySet, Gate
 from app.repository.layout import scan_repository, single_file
 from app.repository.registry import ModelRepository, poll_forever
 from app.settings import Settings, SettingsError
@@ -56,8 +57,9 @@ def build_repository(settings: Settings) -> ModelRepository:
         source = lambda: [single_file(settings.model_path, settings.default_model)]  # noqa: E731
     else:
         source = lambda: scan_repository(settings.model_repository)  # noqa: E731
+    gate = Gate(CanarySet.load(), settings.gate_min_accuracy, settings.gate_max_accuracy_drop)
     return ModelRepository(
-        source, settings.device, settings.default_model, settings.model_versions, settings.allow_sha256_mismatch
+        source, settings.device, settings.default_model, gate, settings.model_versions, settings.allow_sha256_mismatch
     )
 
 

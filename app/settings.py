@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     allow_sha256_mismatch: bool = Field(
         False, description="serve weights even if their sha256 differs from their .json's"
     )
+    gate_min_accuracy: float = Field(
+        90.0, ge=0, le=100, description="percent of the 1,000 canary digits a version must name right to be served"
+    )
+    gate_max_accuracy_drop: float = Field(
+        1.5, ge=0, le=100, description="most canary points a version may fall below the served version it replaces"
+    )
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
     torch_threads: int = Field(1, ge=1, description="CPU threads per worker for torch, numpy and OpenCV")
     workers: int = Field(1, ge=1, description="uvicorn worker processes (python -m app)")

@@ -15,14 +15,16 @@ import torch
 from app.errors import ModelNotFoundError
 from app.inference.classifier import ModelLoadError
 from app.inference.pipeline import InferenceCore
+from app.repository.gate import CanarySet, Gate
 from app.repository.layout import RepositoryError, scan_repository
 from app.repository.registry import ModelRepository
-from app.settings import VersionPolicies
+from app.settings import Settings, VersionPolicies
 from mnist_core.files import file_sha256
 from tests.conftest import make_client
 from tests.helpers import REPO_ROOT
 
 SHIPPED_VERSION = REPO_ROOT / "models" / "mnist-reference" / "1"
+GATE = Gate(CanarySet.load(), Settings().gate_min_accuracy, Settings().gate_max_accuracy_drop)
 
 
 def _add_version(root: Path, model: str, version: int | str) -> Path:
@@ -33,7 +35,7 @@ def _add_version(root: Path, model: str, version: int | str) -> Path:
 
 def _repository(root: Path, default: str = "mnist", policies: str | None = None) -> ModelRepository:
     policy = VersionPolicies.parse(policies) if policies else None
-    repository = ModelRepository(lambda: scan_repository(root), "cpu", default, policy)
+    repository = ModelRepository(lambda: scan_repository(root), "cpu", default, GATE, policy)
     repository.refresh()
     return repository
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,10 @@ import pytest
 import torch
 from torchvision import transforms
 
+from app.repository.gate import CanarySet, Gate
+from app.repository.layout import scan_repository
+from app.repository.registry import ModelRepository
+from app.settings import Settings
 from mnist_core.architectures import declared_network, network_with_weights
 from mnist_core.contract import describe_contract, network_inputs, pixels_to_input
 from mnist_core.files import WEIGHTS_FILENAME, file_sha256, metadata_path_for
@@ -24,6 +29,7 @@ from training.train import train
 # weight space (0 of 10,000 answers changed on this machine's three kernel sets; see the README).
 FLIPPED_DIGITS_ALLOWED = 3
 RETRAINED_DIGITS_ALLOWED = 50
+GATE = Gate(CanarySet.load(), Settings().gate_min_accuracy, Settings().gate_max_accuracy_drop)
 
 # model name -> (its shipped version folder, the recipe that trained it)
 SHIPPED = {
@@ -102,6 +108,15 @@ def test_the_reference_recipe_retrains_the_shipped_reference_model(mnist_test_sp
     with torch.inference_mode():
         answers, shipped_answers = (_model(folder)(inputs).argmax(1) for folder in (version, shipped))
     assert (answers != shipped_answers).sum().item() <= RETRAINED_DIGITS_ALLOWED
+
+    # And the gate serves the honest retrain in place of the shipped version.
+    repository_root = tmp_path / "models"
+    shutil.copytree(shipped, repository_root / "mnist-reference" / "1")
+    repository = ModelRepository(lambda: scan_repository(repository_root), "cpu", "mnist-reference", GATE)
+    repository.refresh()
+    shutil.copytree(version, repository_root / "mnist-reference" / "2")
+    repository.refresh()
+    assert list(repository.served["mnist-reference"].versions) == [2], repository.refusals
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

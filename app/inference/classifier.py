@@ -55,6 +55,8 @@ class DigitClassifier:
         # The steps this model's recorded input contract adds (deskew for the robust recipe).
         self.contract = (info.metadata or {}).get("input_contract")
         self.prediction_counters = metrics.prediction_counters(info)
+        # Percent of the repository gate's canary digits it names right; set once, before it is served.
+        self.canary_accuracy: float | None = None
         self._scores = info.network.architecture.serving_form(network, device)
 
     def probabilities(self, digits: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 The repository is read at startup and, with MODEL_POLL_SECONDS > 0, again on every poll. A
 version is served only after it loaded and passed its checks (weights-only load, sha256 against
-its metadata, keys and shapes, a warm-up call). The set of served models is one immutable
+its metadata, the declared architecture's keys, shapes and dtypes, a warm-up call) and the gate's
+canary evaluation (gate.py). The set of served models is one immutable
 mapping that a refresh replaces whole, so a request that looked its model up keeps that exact
 version until it finishes, and readers need no lock. Each worker process polls on its own, so
 every worker switches, whichever one answers a given request.
@@ -17,6 +18,7 @@ from types import MappingProxyType
 from app.errors import ModelNotFoundError
 from app.inference.classifier import DigitClassifier, ModelLoadError, load_classifier
 from app.observability import metrics
+from app.repository.gate import Gate, GateRefusedError
 from app.repository.layout import Fingerprint, RepositoryError, VersionFolder
 from app.settings import VersionPolicies
 from mnist_core.files import VERSION_PATTERN
@@ -49,12 +51,14 @@ class ModelRepository:
         list_versions: Callable[[], list[VersionFolder]],
         device: str,
         default_model: str,
+        gate: Gate,
         policies: VersionPolicies | None = None,
         allow_sha256_mismatch: bool = False,
     ) -> None:
         self._list_versions = list_versions
         self._device = device
         self.default_model = default_model
+        self._gate = gate
         self._policies = policies.versions if policies is not None else {}
         self._allow_sha256_mismatch = allow_sha256_mismatch
         self._served: Mapping[str, ServedModel] = MappingProxyType({})
@@ -114,19 +118,22 @@ class ModelRepository:
         if isinstance(policy, frozenset):
             candidates = [folder for folder in candidates if folder.version in policy]
         chosen = {}
+        served = self._served.get(model)
+        incumbent = served.versions[served.default_version] if served is not None else None
         for folder in reversed(candidates):
-            classifier = self._classifier_for(folder)
+            classifier = self._classifier_for(folder, incumbent)
             if classifier is not None:
                 chosen[folder.version] = classifier
                 if policy == "latest":
                     break
         return chosen
 
-    def _classifier_for(self, folder: VersionFolder) -> DigitClassifier | None:
+    def _classifier_for(self, folder: VersionFolder, incumbent: DigitClassifier | None) -> DigitClassifier | None:
         """The loaded classifier for this folder's current files, loading them if they changed.
 
         A version whose files changed into something that fails its checks (a copy still in
-        progress over it, say) keeps serving what it loaded before.
+        progress over it, say) keeps serving what it loaded before. `incumbent` is the version
+        its model serves now, which the gate holds a newer one to.
         """
         key = (folder.model, folder.version)
         loaded = self._loaded.get(key)
@@ -144,7 +151,8 @@ class ModelRepository:
                 allow_sha256_mismatch=self._allow_sha256_mismatch,
                 require_metadata=folder.metadata_required,
             )
-        except ModelLoadError as error:
+            classifier.canary_accuracy = self._gate.admit(classifier, incumbent)
+        except (ModelLoadError, GateRefusedError) as error:
             self._refused[key] = (folder.fingerprint, str(error))
             metrics.MODEL_LOADS.labels(folder.model, "refused").inc()
             logger.warning("refusing %s version %d: %s", folder.model, folder.version, error)
@@ -180,12 +188,13 @@ class ModelRepository:
 def _log_serving(classifier: DigitClassifier) -> None:
     info = classifier.info
     logger.info(
-        "serving %s version %d from %s (sha256 %s, test accuracy %s %%) on %s",
+        "serving %s version %d from %s (sha256 %s, test accuracy %s %%, canary accuracy %.1f %%) on %s",
         info.name,
         info.version,
         info.path,
         info.sha256,
         info.test_accuracy if info.test_accuracy is not None else "unknown",
+        classifier.canary_accuracy,
         info.device,
     )
 

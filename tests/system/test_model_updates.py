@@ -5,6 +5,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -88,11 +89,31 @@ def _versions_answering(url: str, requests: int = 60) -> set[int]:
     return {httpx.post(f"{url}/predict", files={"file": ("7.png", DIGIT)}).json()["version"] for _ in range(requests)}
 
 
-def _write_wrongly_shaped_version(folder: Path) -> None:
+def _wrongly_shaped(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {**state_dict, "fc1.weight": torch.zeros(50, 100)}  # a network for 10x10 images, say
+
+
+def _labels_permuted(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    rows = torch.roll(torch.arange(10), 1)  # each output row moved to the next digit
+    return {**state_dict, "fc2.weight": state_dict["fc2.weight"][rows], "fc2.bias": state_dict["fc2.bias"][rows]}
+
+
+def _zeros(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: torch.zeros_like(value) for key, value in state_dict.items()}
+
+
+BROKEN_VERSIONS = [
+    (3, _wrongly_shaped, "fc1.weight has shape (50, 100), expected (50, 784)"),
+    (4, _labels_permuted, "is below GATE_MIN_ACCURACY=90 %"),
+    (5, _zeros, "canary accuracy 10.0 % is below GATE_MIN_ACCURACY=90 %"),
+]
+
+
+def _write_broken_version(folder: Path, breakage: Callable[[dict], dict]) -> None:
+    """Version 1 with its weights broken, and a model.json whose sha256 matches them."""
     shutil.copytree(SHIPPED / "mnist" / "1", folder)
     state_dict = torch.load(folder / "model.pt", weights_only=True)
-    state_dict["fc1.weight"] = torch.zeros(50, 100)  # a network for 10x10 images, say
-    torch.save(state_dict, folder / "model.pt")
+    torch.save(breakage(state_dict), folder / "model.pt")
     metadata = json.loads((folder / "model.json").read_text())
     metadata["weights"]["sha256"] = file_sha256(folder / "model.pt")
     (folder / "model.json").write_text(json.dumps(metadata))
@@ -126,29 +147,37 @@ def test_a_new_version_is_served_by_every_worker_without_a_failed_request(tmp_pa
             _wait_for(
                 lambda: load.versions[("mnist", 2)] >= seen + ANSWERS_PER_VERSION, WAIT_SECONDS, "answers from v2"
             )
+
+            # Each broken version is made outside the repository and moved in whole: a copy of
+            # version 1 changed in place is, for a moment, a valid version that a poll could load
+            # and keep serving. And so each worker sees only the finished folder and refuses it
+            # exactly once (a refusal holds until the files change): two more refusals mean both
+            # workers have seen it. The load goes on throughout, answered by version 2.
+            for number, breakage, reason in BROKEN_VERSIONS:
+                refusals = _gauge(url, "mnist_model_loads_total", model="mnist", outcome="refused")
+                _write_broken_version(tmp_path / "staging" / str(number), breakage)
+                (tmp_path / "staging" / str(number)).rename(repository / "mnist" / str(number))
+                _wait_for(
+                    lambda before=refusals: (
+                        _gauge(url, "mnist_model_loads_total", model="mnist", outcome="refused") >= before + 2
+                    ),
+                    WAIT_SECONDS,
+                    f"both workers to refuse v{number}",
+                )
+                [model] = [entry for entry in httpx.get(f"{url}/models").json()["models"] if entry["name"] == "mnist"]
+                assert [version["version"] for version in model["versions"]] == [2]
+                [refusal] = [entry for entry in model["refused"] if entry["version"] == number]
+                assert reason in refusal["reason"]
+            seen = load.versions[("mnist", 2)]
+            _wait_for(
+                lambda: load.versions[("mnist", 2)] >= seen + ANSWERS_PER_VERSION, WAIT_SECONDS, "answers from v2"
+            )
         assert load.failures == []
         assert set(load.versions) == {("mnist", 1), ("mnist", 2)}
         assert _versions_answering(url) == {2}
 
-        # Made outside the repository and moved in whole: a copy of version 1 changed in place is,
-        # for a moment, a valid version that a poll could load and keep serving. And so each worker
-        # sees only the finished folder and refuses it exactly once (a refusal holds until the
-        # files change): two more refusals mean both workers have seen it.
-        refusals = _gauge(url, "mnist_model_loads_total", model="mnist", outcome="refused")
-        _write_wrongly_shaped_version(tmp_path / "staging" / "3")
-        (tmp_path / "staging" / "3").rename(repository / "mnist" / "3")
-        _wait_for(
-            lambda: _gauge(url, "mnist_model_loads_total", model="mnist", outcome="refused") >= refusals + 2,
-            WAIT_SECONDS,
-            "both workers to refuse v3",
-        )
-        assert _versions_answering(url) == {2}
-        [model] = [entry for entry in httpx.get(f"{url}/models").json()["models"] if entry["name"] == "mnist"]
-        assert [version["version"] for version in model["versions"]] == [2]
-        assert model["refused"][0]["version"] == 3
-        assert "fc1.weight has shape (50, 100), expected (50, 784)" in model["refused"][0]["reason"]
-
-        shutil.rmtree(repository / "mnist" / "3")
+        for number, _, _ in BROKEN_VERSIONS:
+            shutil.rmtree(repository / "mnist" / str(number))
         shutil.rmtree(repository / "mnist" / "2")  # roll back: remove the version
         _wait_for(
             lambda: _gauge(url, "mnist_model_info", model="mnist", version="2") == 0,
@@ -161,8 +190,9 @@ def test_a_new_version_is_served_by_every_worker_without_a_failed_request(tmp_pa
         log.close()
     entries = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines() if line.startswith("{")]
     serving = [entry["message"] for entry in entries if entry["message"].startswith("serving mnist version 2")]
-    refused = [entry["message"] for entry in entries if entry["message"].startswith("refusing mnist version 3")]
     assert len(serving) == 2  # once per worker
-    assert len(refused) >= 2
+    for number, _, _ in BROKEN_VERSIONS:
+        refused = [entry for entry in entries if entry["message"].startswith(f"refusing mnist version {number}:")]
+        assert len(refused) >= 2  # by each worker (and again if a poll sees the folder half removed)
     access = [entry for entry in entries if entry["logger"] == "mnist.access" and entry.get("version") == 2]
     assert access  # the access log says which version answered
