@@ -1,11 +1,16 @@
 """The service over HTTP (TestClient, lifespan running): predictions, parity, errors, batches."""
 
+import base64
+import io
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from app.inference.pipeline import INLINE_PIXEL_BUDGET
 from app.settings import Settings
+from mnist_core.contract import network_inputs, pixels_to_input
 from tests.conftest import make_client, reference_probabilities
 from tests.helpers import REPO_ROOT, drawn_digit, encode, multipart_body, png_declaring, png_of
 
@@ -274,3 +279,25 @@ def test_requests_that_name_no_model_get_the_shipped_default_the_cnn():
     assert (answer.json()["model"], answer.json()["class"]) == ("mnist-cnn", 7)
     assert description["architecture_class"] == "ConvNet"
     assert description["architecture_parameters"] == {"channels": [16, 32], "hidden_size": 64}
+
+
+def _image_of(data_url: str) -> np.ndarray:
+    prefix = "data:image/png;base64,"
+    assert data_url.startswith(prefix)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.removeprefix(prefix)))))
+
+
+def test_show_input_returns_the_image_the_network_was_given(client, mnist_test_split):
+    digits = mnist_test_split.images[:3].numpy()
+    files = [("files", (f"{n}.png", png_of(digit))) for n, digit in enumerate(digits)]
+    plain = client.post("/predict/batch", params={"model": "mnist-reference"}, files=files).json()["predictions"]
+    assert all("input_image" not in prediction for prediction in plain)
+    for model in ("mnist-reference", "mnist"):
+        answers = client.post("/predict/batch", params={"model": model, "show_input": "true"}, files=files).json()
+        seen = np.stack([_image_of(prediction["input_image"]) for prediction in answers["predictions"]])
+        contract = json.loads((REPO_ROOT / "models" / model / "1" / "model.json").read_text())["input_contract"]
+        # A 28x28 MNIST digit is used pixel for pixel; then the model's own steps (mnist deskews).
+        expected = network_inputs(pixels_to_input(digits), contract).reshape(-1, 28, 28)
+        assert np.array_equal(seen, np.clip(np.rint(expected * 255), 0, 255).astype(np.uint8))
+    single = client.post("/predict?show_input=true", files={"file": ("0.png", png_of(digits[0]))}).json()
+    assert single["input_image"] == answers["predictions"][0]["input_image"]  # the client's default is mnist

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -172,3 +173,21 @@ def test_every_route_the_app_serves_has_its_own_label(client):
     assert "<unmatched>" in routes  # only for the unknown path
     unmatched = [dict(label) for label in labels if dict(label)["route"] == "<unmatched>"]
     assert {label["status"] for label in unmatched} == {"404"}
+
+
+def test_the_confidence_histogram_holds_each_prediction_served(client, mnist_test_split):
+    digits = mnist_test_split.images[:40].numpy()
+    files = [("files", (f"{n}.png", png_of(digit))) for n, digit in enumerate(digits)]
+    labels = {"model": "mnist-reference", "version": "1"}
+    before = _samples(client)
+    predictions = client.post("/predict/batch", params={"model": "mnist-reference"}, files=files).json()["predictions"]
+    after = _samples(client)
+    confidences = np.array([prediction["confidence"] for prediction in predictions])
+
+    def moved(name: str, **extra: str) -> float:
+        return _value(after, name, **labels, **extra) - _value(before, name, **labels, **extra)
+
+    assert moved("mnist_prediction_confidence_count") == len(digits)
+    assert moved("mnist_prediction_confidence_sum") == pytest.approx(confidences.sum(), abs=1e-6)
+    for bound in ("0.5", "0.8", "0.99", "+Inf"):
+        assert moved("mnist_prediction_confidence_bucket", le=bound) == (confidences <= float(bound)).sum()

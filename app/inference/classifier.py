@@ -55,6 +55,7 @@ class DigitClassifier:
         # The steps this model's recorded input contract adds (deskew for the robust recipe).
         self.contract = (info.metadata or {}).get("input_contract")
         self.prediction_counters = metrics.prediction_counters(info)
+        self.confidence_histogram = metrics.confidence_histogram(info)
         # Percent of the repository gate's canary digits it names right; set once, before it is served.
         self.canary_accuracy: float | None = None
         self._scores = info.network.architecture.serving_form(network, device)
@@ -62,6 +63,11 @@ class DigitClassifier:
     def probabilities(self, digits: np.ndarray) -> np.ndarray:
         """uint8 digits (N, 28, 28), white on black -> float32 softmax probabilities (N, 10)."""
         return self.probabilities_of_inputs(pixels_to_input(digits))
+
+    def network_view(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 inputs (N, 784) -> what the network receives from them, as uint8 images (N, 28, 28)."""
+        prepared = network_inputs(inputs, self.contract)
+        return np.clip(np.rint(prepared * 255), 0, 255).astype(np.uint8).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
 
     def probabilities_of_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """float32 inputs (N, 784) in [0, 1], before the model's contract steps -> softmax probabilities (N, 10)."""

@@ -53,6 +53,11 @@ class Classification:
     classifier: DigitClassifier
     probabilities: np.ndarray
     classes: np.ndarray
+    inputs: np.ndarray  # float32 (N, 784), before the model's contract steps
+
+    def network_views(self) -> np.ndarray:
+        """What the network was given, as uint8 images (N, 28, 28): after the model's contract steps."""
+        return self.classifier.network_view(self.inputs)
 
 
 def _naming_the_file(upload: Upload, error: ClientError) -> ClientError:
@@ -126,9 +131,8 @@ class InferenceCore:
         else:
             probabilities = await batcher.probabilities(inputs)
         classes = probabilities.argmax(axis=1)
-        for predicted in classes.tolist():
-            classifier.prediction_counters[predicted].inc()
-        return Classification(classifier, probabilities, classes)
+        _count(classifier, classes, probabilities)
+        return Classification(classifier, probabilities, classes, inputs)
 
     def _batcher(self, classifier: DigitClassifier) -> MicroBatcher:
         batcher = self._batchers.get(classifier)
@@ -159,3 +163,12 @@ class InferenceCore:
                 except ClientError as error:
                     raise _naming_the_file(upload, error) from None
         return digits
+
+
+def _count(classifier: DigitClassifier, classes: np.ndarray, probabilities: np.ndarray) -> None:
+    """Each prediction in the version's metrics: its class, and its confidence."""
+    for predicted, count in enumerate(np.bincount(classes, minlength=len(classifier.prediction_counters)).tolist()):
+        if count:
+            classifier.prediction_counters[predicted].inc(count)
+    for confidence in probabilities.max(axis=1).tolist():
+        classifier.confidence_histogram.observe(confidence)

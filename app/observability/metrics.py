@@ -53,6 +53,13 @@ INFERENCE_SECONDS = Histogram(
 PREDICTIONS = Counter(
     "mnist_predictions_total", "Digits predicted, by model, version and predicted class", ["model", "version", "class"]
 )
+# 0.8 is the page's "not sure" line, so its bucket counts the answers the page calls unsure.
+CONFIDENCE = Histogram(
+    "mnist_prediction_confidence",
+    "The predicted class's probability, for each prediction served, by model and version",
+    ["model", "version"],
+    buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999),
+)
 UPLOAD_BYTES = Histogram("mnist_upload_bytes", "Size of each uploaded image file in bytes", buckets=_UPLOAD_BUCKETS)
 REJECTED = Counter("mnist_rejected_requests_total", "Requests refused with a 4xx or 503, by reason", ["reason"])
 MODEL_INFO = Gauge(
@@ -82,6 +89,11 @@ def prediction_counters(info: "ModelInfo") -> list[Any]:
     then only increments (labels() takes a lock and builds a tuple each call).
     """
     return [PREDICTIONS.labels(info.name, str(info.version), str(digit)) for digit in range(10)]
+
+
+def confidence_histogram(info: "ModelInfo") -> Any:
+    """mnist_prediction_confidence's series for one version, made once, as prediction_counters are."""
+    return CONFIDENCE.labels(info.name, str(info.version))
 
 
 def render() -> tuple[bytes, str]:

@@ -33,6 +33,8 @@ const scoresList = document.getElementById("scores");
 const uploadedPreview = document.getElementById("uploaded");
 const modelChoice = document.getElementById("model");
 const answeredBy = document.getElementById("answered-by");
+const seenFigure = document.getElementById("seen-figure");
+const seenImage = document.getElementById("seen");
 const maxUploadBytes = Number(uploadInput.dataset.maxBytes);
 
 let drawing = false;
@@ -95,6 +97,7 @@ function showEmpty(text) {
   digit.dataset.state = "empty";
   confidence.textContent = text;
   answeredBy.textContent = "";
+  seenFigure.hidden = true;
   scoresList.replaceChildren();
 }
 
@@ -115,10 +118,15 @@ function spoken(text) {
   return text.replace("> ", "more than ").replace("< ", "less than ").replace(" %", " percent");
 }
 
-// The answer's class, confidence, scores and who gave it; any other field the API adds is not used here.
-function showPrediction({ class: best, confidence: bestScore, scores, model, version }) {
+// The answer's class, confidence, scores, who gave it and what the network saw; any other field
+// the API adds is not used here.
+function showPrediction({ class: best, confidence: bestScore, scores, model, version, input_image: seen }) {
   setBusy(false);
   answeredBy.textContent = `Answered by ${model}, version ${version}`;
+  seenFigure.hidden = typeof seen !== "string";
+  if (!seenFigure.hidden) {
+    seenImage.src = seen;
+  }
   if (bestScore < UNSURE_BELOW) {
     const ranked = [...scores.keys()].sort((a, b) => scores[b] - scores[a]);
     const runnerUp = ranked.find((value) => value !== best);
@@ -157,8 +165,11 @@ async function predict(file, filename, ticket) {
   form.append("file", file, filename);
   showMessage("");
   try {
-    const query = modelChoice.value ? `?model=${encodeURIComponent(modelChoice.value)}` : "";
-    const response = await fetch(`/predict${query}`, { method: "POST", body: form });
+    const query = new URLSearchParams({ show_input: "true" });
+    if (modelChoice.value) {
+      query.set("model", modelChoice.value);
+    }
+    const response = await fetch(`/predict?${query}`, { method: "POST", body: form });
     const body = await response.json();
     if (ticket !== latest) {
       return;  // a newer stroke or upload has started since

@@ -242,6 +242,23 @@ def test_the_chosen_model_answers_and_the_page_says_which_version_did(page, base
     assert _console_errors(page) == []
 
 
+def test_the_page_shows_the_image_the_network_was_given(page, base_url):
+    pixels = np.asarray(Image.open(REPO_ROOT / "samples" / "2.png"))
+    completed = page.execute_script("return window.digitPad.completed")
+    page.execute_script("window.digitPad.drawStrokes(arguments[0])", _strokes_from_digit(pixels))
+    _wait_for_answer(page, completed)
+    seen = page.find_element(By.ID, "seen")
+    assert seen.is_displayed()
+    answer = httpx.post(
+        f"{base_url}/predict", params={"show_input": "true"}, files={"file": ("canvas.png", _last_upload(page))}
+    ).json()
+    assert seen.get_attribute("src") == answer["input_image"]
+    shown = Image.open(io.BytesIO(base64.b64decode(answer["input_image"].split(",", 1)[1])))
+    assert shown.size == (28, 28)
+    page.find_element(By.ID, "clear").click()
+    assert not page.find_element(By.ID, "seen").is_displayed()
+
+
 def test_clear_empties_the_canvas_and_the_display(page):
     completed = page.execute_script("return window.digitPad.completed")
     page.execute_script("window.digitPad.drawStrokes([[[140, 40], [140, 240]]])")

@@ -79,6 +79,13 @@ ModelName = Annotated[
     str | None,
     Query(description="the model to ask (GET /models lists them); default: DEFAULT_MODEL", examples=["mnist"]),
 ]
+ShowInput = Annotated[
+    bool,
+    Query(
+        description="also return, as `input_image`, the 28x28 image the network was given (after the "
+        "preprocessing and the model's own input steps), as a PNG data URL",
+    ),
+]
 # A string, as the resolver takes it: what is not a served version number gets the 404 naming the
 # versions that are, rather than a validation error.
 VersionNumber = Annotated[
@@ -178,14 +185,14 @@ def _refuse_a_path_sent_as_text(part: FilePart, field: str) -> None:
 
 
 async def _predictions(
-    request: Request, model: str | None, version: str | None, field: str, usage: str
+    request: Request, model: str | None, version: str | None, show_input: bool, field: str, usage: str
 ) -> list[dict[str, Any]]:
     """The prediction bodies for the files sent in `field`, by the model version asked for (defaults:
     DEFAULT_MODEL at its newest version)."""
     core = inference_core(request)
     classifier = core.resolve(model, version)
     uploads = await _read_uploads(request, field, usage)
-    return prediction_bodies(await core.classify_files(classifier, uploads))
+    return prediction_bodies(await core.classify_files(classifier, uploads), with_input_images=show_input)
 
 
 @post_with_body(
@@ -197,8 +204,10 @@ async def _predictions(
     response_model=Prediction,
     responses=_ERRORS,
 )
-async def predict(request: Request, model: ModelName = None, version: VersionNumber = None) -> Response:
-    [body] = await _predictions(request, model, version, "file", _SINGLE_USAGE)
+async def predict(
+    request: Request, model: ModelName = None, version: VersionNumber = None, show_input: ShowInput = False
+) -> Response:
+    [body] = await _predictions(request, model, version, show_input, "file", _SINGLE_USAGE)
     annotate_request(
         request,
         model=body["model"],
@@ -219,8 +228,10 @@ async def predict(request: Request, model: ModelName = None, version: VersionNum
     response_model=BatchPrediction,
     responses=_ERRORS,
 )
-async def predict_batch(request: Request, model: ModelName = None, version: VersionNumber = None) -> Response:
-    bodies = await _predictions(request, model, version, "files", _BATCH_USAGE)
+async def predict_batch(
+    request: Request, model: ModelName = None, version: VersionNumber = None, show_input: ShowInput = False
+) -> Response:
+    bodies = await _predictions(request, model, version, show_input, "files", _BATCH_USAGE)
     annotate_request(
         request,
         model=bodies[0]["model"],

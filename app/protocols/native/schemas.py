@@ -26,6 +26,11 @@ class Prediction(BaseModel):
     )
     model: str = Field(description="the model that answered")
     version: int = Field(description="the version of that model that answered")
+    input_image: str | None = Field(
+        None,
+        description="with ?show_input=true only: the 28x28 image the network was given, as a PNG data URL",
+        examples=["data:image/png;base64,iVBORw0KGgo..."],
+    )
 
 
 class BatchPrediction(BaseModel):
