@@ -144,7 +144,7 @@ def _check_sha256(path: Path, sha256: str, metadata: dict[str, Any] | None, allo
     logger.warning("%s; serving it because ALLOW_SHA256_MISMATCH is set", message)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: Path) -> Any:
     try:
         # weights_only refuses any pickle that would construct objects other than tensors
         # and plain containers, so a weights file cannot run code.
