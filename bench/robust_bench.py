@@ -2,8 +2,9 @@
 
 Starts the real service (`python -m app`, one worker, the repository's models/), sends every file
 of every case (bench/robust_cases.py) as multipart `files` to `/predict/batch?model=<name>` in
-batches of at most 64, for each model, and prints the accuracy per case and model as a markdown
-table. Results go to bench/robust_results.json.
+batches of at most 64, for each model, and prints the accuracy and the expected calibration error
+(15 bins, of the scores as served) per case and model as a markdown table. Results go to
+bench/robust_results.json.
 """
 
 import argparse
@@ -20,6 +21,7 @@ from harness import MULTIPART_TYPE, REPO, WORK, multipart, serving, start_servic
 from machine import describe_machine
 from robust_cases import DIGITS_PER_CASE, SELECTION_SEED, Case, build_cases
 
+from training.calibrate import expected_calibration_error
 from training.data import DatasetError, load_mnist, missing_files
 
 DATA_DIRS = (REPO.parent / "shared" / "datasets", REPO / "dataset")
@@ -41,15 +43,16 @@ def batches(files: list[bytes]) -> list[list[bytes]]:
     return runs
 
 
-def predict_classes(base_url: str, model: str, files: list[bytes]) -> np.ndarray:
-    classes = []
+def predict_scores(base_url: str, model: str, files: list[bytes]) -> np.ndarray:
+    """The served scores (N, 10) of each file, as /predict/batch answers them."""
+    scores = []
     for run in batches(files):
         body = multipart("files", [(f"case-{index}", data) for index, data in enumerate(run)])
         url = f"{base_url}/predict/batch?model={model}"
         request = urllib.request.Request(url, data=body, headers={"Content-Type": MULTIPART_TYPE})  # noqa: S310
         with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (http://127.0.0.1, harness)
-            classes.extend(prediction["class"] for prediction in json.load(response)["predictions"])
-    return np.array(classes)
+            scores.extend(prediction["scores"] for prediction in json.load(response)["predictions"])
+    return np.array(scores)
 
 
 def describe_models(base_url: str, models: tuple[str, ...]) -> dict[str, dict]:
@@ -71,10 +74,10 @@ def run(cases: list[Case], models: tuple[str, ...]) -> dict:
         rows = []
         for case in cases:
             started = time.perf_counter()
-            correct = {
-                model: int((predict_classes(base_url, model, case.files) == case.labels).sum()) for model in models
-            }
+            scores = {model: predict_scores(base_url, model, case.files) for model in models}
             seconds = time.perf_counter() - started
+            correct = {model: int((served.argmax(axis=1) == case.labels).sum()) for model, served in scores.items()}
+            ece = {model: round(expected_calibration_error(served, case.labels), 2) for model, served in scores.items()}
             rows.append(
                 {
                     "case": case.name,
@@ -82,10 +85,12 @@ def run(cases: list[Case], models: tuple[str, ...]) -> dict:
                     "files": len(case.files),
                     "correct": correct,
                     "accuracy": {model: round(100 * count / len(case.files), 1) for model, count in correct.items()},
+                    "ece_percent": ece,
                     "seconds": round(seconds, 2),
                 }
             )
-            print(f"{case.name}: " + ", ".join(f"{m} {a} %" for m, a in rows[-1]["accuracy"].items()), file=sys.stderr)
+            shown = ", ".join(f"{m} {a} % (ECE {ece[m]:.2f} %)" for m, a in rows[-1]["accuracy"].items())
+            print(f"{case.name}: {shown}", file=sys.stderr)
     return {"models": described, "cases": rows}
 
 
@@ -95,7 +100,7 @@ def markdown_table(results: dict, models: tuple[str, ...]) -> str:
         "| --- | --- | " + " | ".join("---" for _ in models) + " |",
     ]
     for row in results["cases"]:
-        scores = " | ".join(f"{row['accuracy'][model]:.1f} %" for model in models)
+        scores = " | ".join(f"{row['accuracy'][model]:.1f} % (ECE {row['ece_percent'][model]:.2f})" for model in models)
         lines.append(f"| {row['case']} | {row['description']} | {scores} |")
     return "\n".join(lines)
 

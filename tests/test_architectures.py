@@ -151,3 +151,31 @@ def test_a_declaration_is_what_training_writes_and_reads_back():
     assert declared_network(declaration, None) == SMALL_CONVNET
     with pytest.raises(ArchitectureError):
         declared_network({"class": None}, None)
+
+
+def _write_calibrated_version(folder: Path, declared: DeclaredNetwork, network: torch.nn.Module, calibration) -> Path:
+    weights = _write_version(folder, network.state_dict(), declared.declaration(network))
+    metadata = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**metadata, "calibration": calibration}))
+    return weights
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_the_served_softmax_divides_the_logits_by_the_recorded_temperature(tmp_path: Path, name: str):
+    declared = EXAMPLES[name]
+    network = _network(declared, seed=5)
+    classifier = _load(_write_calibrated_version(tmp_path / "1", declared, network, {"temperature": 2.5}))
+    assert classifier.info.temperature == 2.5
+    inputs = np.random.default_rng(1).random((9, INPUT_SIZE), dtype=np.float32)
+    expected = torch.softmax(network(torch.from_numpy(inputs)) / 2.5, dim=1).numpy()
+    served = classifier.probabilities_of_inputs(inputs)
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-5)
+    assert served.argmax(axis=1).tolist() == expected.argmax(axis=1).tolist()
+
+
+@pytest.mark.parametrize("temperature", [0, -1.5, "hot", None, True, float("inf")])
+def test_a_temperature_that_is_not_a_positive_number_is_refused(tmp_path: Path, temperature):
+    declared = EXAMPLES["NeuralNetwork"]
+    weights = _write_calibrated_version(tmp_path / "1", declared, _network(declared), {"temperature": temperature})
+    with pytest.raises(ModelLoadError, match=r"calibration\.temperature must be a positive number"):
+        _load(weights)

@@ -12,7 +12,7 @@ from torch import nn
 from mnist_core.contract import CONTRACT_DESCRIPTION, DESKEW
 from mnist_core.files import file_sha256
 from mnist_core.network import NeuralNetwork
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, train_args
 from training import cli, data, plots
 from training.augment import AugmentConfig, augment
 from training.cli import main as training_main
@@ -173,10 +173,6 @@ def test_asking_for_cuda_without_it_is_a_one_line_error(tiny_mnist: Path, capsys
     assert capsys.readouterr().err.strip() == "error: device 'cuda' requested but CUDA is not available on this machine"
 
 
-def _train_args(data: Path, *more: str) -> list[str]:
-    return ["--data-dir", str(data), "--no-download", "--epochs", "1", "--quiet", *more]
-
-
 def test_data_is_looked_for_where_make_train_downloads_it():
     assert cli.DEFAULT_DATA_DIR == REPO_ROOT / "dataset"
     assert cli.DEFAULT_MODEL_REPOSITORY == REPO_ROOT / "models"
@@ -205,7 +201,7 @@ def test_each_run_publishes_the_next_version_of_the_recipes_model(tiny_mnist: Pa
     (repository / "mnist-reference" / "7").mkdir(parents=True)  # versions need not be consecutive
     (repository / "mnist-reference" / ".staging-old").mkdir()  # a crashed writer's leftovers: not a version
     for _ in range(2):
-        assert training_main(_train_args(tiny_mnist, "--repository", str(repository))) == 0
+        assert training_main(train_args(tiny_mnist, "--repository", str(repository))) == 0
     assert sorted(path.name for path in (repository / "mnist-reference").iterdir()) == [".staging-old", "7", "8", "9"]
     assert (repository / "mnist-reference" / "9" / "model.pt").is_file()
     assert f"wrote {repository / 'mnist-reference' / '9'}/" in capsys.readouterr().out
@@ -217,7 +213,7 @@ def test_an_existing_version_folder_is_refused_before_training(tiny_mnist: Path,
     version.mkdir(parents=True)
     (version / "model.pt").write_bytes(b"the version being served")
     monkeypatch.setattr(cli, "train", lambda *args, **kwargs: pytest.fail("trained before checking --out"))
-    assert training_main(_train_args(tiny_mnist, "--out", str(version))) == 2
+    assert training_main(train_args(tiny_mnist, "--out", str(version))) == 2
     assert capsys.readouterr().err == f"error: {version} already exists; pass --force to replace it\n"
     assert (version / "model.pt").read_bytes() == b"the version being served"
 
@@ -227,7 +223,7 @@ def test_force_replaces_a_version_folder_whole_and_nothing_else(tiny_mnist: Path
     version.mkdir(parents=True)
     (version / "model.pt").write_bytes(b"old weights")
     (version / "notes.txt").write_text("only in the old version")
-    assert training_main(_train_args(tiny_mnist, "--out", str(version), "--force")) == 0
+    assert training_main(train_args(tiny_mnist, "--out", str(version), "--force")) == 0
     assert sorted(path.name for path in version.iterdir()) == [
         "confusion.png",
         "model.json",
@@ -240,7 +236,7 @@ def test_force_replaces_a_version_folder_whole_and_nothing_else(tiny_mnist: Path
 
     not_a_version = tmp_path / "documents"
     not_a_version.mkdir()
-    assert training_main(_train_args(tiny_mnist, "--out", str(not_a_version), "--force")) == 2
+    assert training_main(train_args(tiny_mnist, "--out", str(not_a_version), "--force")) == 2
     assert "is not a model version folder" in capsys.readouterr().err
 
 
@@ -255,7 +251,7 @@ def test_the_version_folder_appears_only_when_complete(tiny_mnist: Path, tmp_pat
         save_figure(figure, path)
 
     monkeypatch.setattr(plots, "save_figure", watching_save_figure)
-    assert training_main(_train_args(tiny_mnist, "--out", str(version))) == 0
+    assert training_main(train_args(tiny_mnist, "--out", str(version))) == 0
     assert len(seen) == 3
     assert all(folder.startswith(".") and not visible for folder, visible in seen)
     assert (version / "training_curve.png").is_file()
@@ -263,7 +259,7 @@ def test_the_version_folder_appears_only_when_complete(tiny_mnist: Path, tmp_pat
 
 def test_robust_recipe_records_its_augmentation_contract_and_schedule(tiny_mnist: Path, tmp_path: Path):
     out = tmp_path / "robust"
-    assert training_main(_train_args(tiny_mnist, "--recipe", "robust", "--out", str(out))) == 0
+    assert training_main(train_args(tiny_mnist, "--recipe", "robust", "--out", str(out))) == 0
     metadata = json.loads((out / "model.json").read_text())
     assert metadata["recipe"] == "robust"
     assert metadata["hyperparameters"]["lr_schedule"] == "cosine"

@@ -16,6 +16,7 @@ from torch import nn
 
 from mnist_core.contract import describe_contract
 from mnist_core.files import file_sha256, metadata_path_for
+from training.calibrate import Calibration
 from training.evaluate import Evaluation
 from training.train import TrainConfig, TrainResult, augmentation_seed
 
@@ -49,6 +50,7 @@ def build_metadata(
     config: TrainConfig,
     result: TrainResult,
     evaluation: Evaluation,
+    calibration: Calibration | None,
     device: torch.device,
     weights_path: Path,
     weights_sha256: str,
@@ -90,6 +92,8 @@ def build_metadata(
             "per_class_accuracy": [round(value, 2) for value in evaluation.per_class_accuracy],
             "confusion_matrix": evaluation.confusion.tolist(),
         },
+        # The served softmax divides the logits by its temperature; without it the temperature is 1.
+        "calibration": None if calibration is None else calibration.describe(),
         "weights": {"file": weights_path.name, "sha256": weights_sha256},
     }
 

@@ -12,6 +12,7 @@ from mnist_core.device import DeviceUnavailableError, resolve_device
 from mnist_core.files import MODEL_NAME_PATTERN, WEIGHTS_FILENAME
 from training import plots
 from training.artifacts import build_metadata, save_weights, write_metadata
+from training.calibrate import Calibration, calibrate, logits_of
 from training.data import DatasetError, MnistSplit, load_mnist
 from training.evaluate import Evaluation, evaluate, format_report, predict_classes
 from training.recipes import RECIPES, REFERENCE
@@ -89,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     hyper.add_argument("--batch-size", type=_positive_int, default=None, help="images per step")
     hyper.add_argument("--lr", type=float, default=None, help="Adam's (starting) learning rate")
     hyper.add_argument(
+        "--calibration-digits",
+        type=_non_negative_int,
+        default=None,
+        help="training digits held out, picked by --seed, to fit the served temperature on (0: none, "
+        "the temperature stays 1)",
+    )
+    hyper.add_argument(
         "--hidden-size", type=_positive_int, default=None, help="width of the fully connected hidden layer (fc1)"
     )
     parser.add_argument(
@@ -108,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -158,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     config = _config(recipe.config, args)
+    if config.calibration_digits >= len(train_split):
+        print(
+            f"error: --calibration-digits {config.calibration_digits} leaves nothing to train on "
+            f"(the training set has {len(train_split)} digits)",
+            file=sys.stderr,
+        )
+        return 2
+    train_split, held_out = train_split.hold_out(config.calibration_digits, config.seed)
     progress = None if args.quiet else _Progress(config.epochs)
     result = train(
         train_split,
@@ -172,11 +195,22 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = evaluate(result.model, test_inputs, test_split.labels)
     print(format_report(evaluation))
     print(f"trained by the {recipe.name} recipe, {config.epochs} epochs on {device} in {result.train_seconds:.1f} s")
+    calibration = None
+    if len(held_out):
+        held_out_inputs = contract_inputs(held_out.inputs(), config.input_steps)
+        calibration = calibrate(result.model, (held_out_inputs, held_out.labels), (test_inputs, test_split.labels))
+        before, after = calibration.test_ece
+        print(
+            f"temperature {calibration.temperature:.3f} fitted on {len(held_out)} held-out training digits: "
+            f"test ECE {before:.2f} % -> {after:.2f} %"
+        )
 
     model_folder = args.repository / (args.model or recipe.model_name) if destination is None else destination.parent
     try:
         with staging_folder(model_folder) as staging:
-            sha256 = _write_outputs(staging, recipe.name, config, result, evaluation, test_split, test_inputs)
+            sha256 = _write_outputs(
+                staging, recipe.name, config, result, evaluation, calibration, test_split, test_inputs
+            )
             if destination is not None:
                 publish(staging, destination, force=args.force)
             else:
@@ -194,14 +228,17 @@ def _write_outputs(
     config: TrainConfig,
     result: TrainResult,
     evaluation: Evaluation,
+    calibration: Calibration | None,
     test_split: MnistSplit,
     test_inputs: torch.Tensor,
 ) -> str:
-    """The weights, their metadata and the three pictures, into `folder`; returns the weights' sha256."""
+    """The weights, their metadata and the pictures (a reliability diagram when calibrated), into `folder`;
+    returns the weights' sha256."""
     device = next(result.model.parameters()).device
     weights_path = folder / WEIGHTS_FILENAME
     sha256 = save_weights(result.model, weights_path)
-    write_metadata(weights_path, build_metadata(recipe, config, result, evaluation, device, weights_path, sha256))
+    metadata = build_metadata(recipe, config, result, evaluation, calibration, device, weights_path, sha256)
+    write_metadata(weights_path, metadata)
     predictions = predict_classes(result.model, test_inputs.to(device)).cpu()
     plots.save_figure(
         plots.predictions_figure(test_split.images, test_split.labels, predictions, config.seed),
@@ -209,6 +246,10 @@ def _write_outputs(
     )
     plots.save_figure(plots.training_curve_figure(result.epochs), folder / "training_curve.png")
     plots.save_figure(plots.confusion_figure(evaluation), folder / "confusion.png")
+    if calibration is not None:
+        test_logits = logits_of(result.model, test_inputs)
+        figure = plots.reliability_figure(test_logits, test_split.labels, calibration.temperature)
+        plots.save_figure(figure, folder / "reliability.png")
     return sha256
 
 
@@ -227,7 +268,12 @@ def _destination(args: argparse.Namespace, default_model: str) -> Path | None:
 
 def _config(recipe_config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
     """The recipe's configuration with the options given on the command line."""
-    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr}
+    overrides = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "calibration_digits": args.calibration_digits,
+    }
     given = {key: value for key, value in overrides.items() if value is not None}
     network = recipe_config.network
     if args.hidden_size is not None:

@@ -40,6 +40,13 @@ class MnistSplit:
         """The network inputs (N, 784), float32, by the input contract."""
         return torch.from_numpy(pixels_to_input(self.images.numpy()))
 
+    def hold_out(self, count: int, seed: int) -> tuple["MnistSplit", "MnistSplit"]:
+        """The split without `count` digits picked by `seed`, and those digits (both in their order here)."""
+        picked = torch.zeros(len(self), dtype=torch.bool)
+        picked[torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]] = True
+        kept = MnistSplit(self.images[~picked], self.labels[~picked])
+        return kept, MnistSplit(self.images[picked], self.labels[picked])
+
 
 def raw_folder(data_dir: Path) -> Path:
     """Where torchvision keeps (and downloads) the four IDX files."""

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 
 from mnist_core.contract import NUM_CLASSES
 from training.artifacts import atomic_write_bytes
+from training.calibrate import ECE_BINS, expected_calibration_error, reliability_bins
 from training.evaluate import Evaluation
 from training.train import EpochResult
 
@@ -84,4 +85,31 @@ def confusion_figure(evaluation: Evaluation) -> Figure:
         xticks=range(NUM_CLASSES),
         yticks=range(NUM_CLASSES),
     )
+    return figure
+
+
+def reliability_figure(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> Figure:
+    """Accuracy against confidence on the test set, as trained and with the fitted temperature."""
+    figure = Figure(figsize=(5.5, 5), layout="constrained")
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    for scale, name in ((1.0, "as trained"), (temperature, f"temperature {temperature:.3f}")):
+        probabilities = torch.softmax(logits / scale, dim=1).numpy()
+        filled = reliability_bins(probabilities, labels.numpy())
+        error = expected_calibration_error(probabilities, labels.numpy())
+        axes.plot(
+            [part.mean_confidence for part in filled],
+            [part.accuracy for part in filled],
+            marker="o",
+            label=f"{name} (ECE {error:.2f} %)",
+        )
+    axes.set(
+        title=f"Reliability on the test set ({ECE_BINS} confidence bins)",
+        xlabel="mean confidence in the bin",
+        ylabel="accuracy in the bin",
+        xlim=(0, 1.02),
+        ylim=(0, 1.02),
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left")
     return figure

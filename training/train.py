@@ -30,6 +30,8 @@ class TrainConfig:
     lr_schedule: str = CONSTANT_LR
     augmentation: AugmentConfig | None = None  # distort every training batch on the fly
     input_steps: tuple[str, ...] = ()  # the model's input contract steps (mnist_core.contract)
+    # Training digits held out from training to fit the served temperature on (training/calibrate.py).
+    calibration_digits: int = 0
 
 
 @dataclass(frozen=True)

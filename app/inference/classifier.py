@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from mnist_core.architectures import (
     ArchitectureError,
     DeclaredNetwork,
     WeightsMismatchError,
+    apply_temperature,
     declared_network,
     network_with_weights,
 )
@@ -36,6 +38,7 @@ class ModelInfo:
     path: Path
     sha256: str
     network: DeclaredNetwork
+    temperature: float  # the served softmax is softmax(logits / temperature); 1 where none was fitted
     device: str
     torch_version: str
     metadata: dict[str, Any] | None
@@ -106,8 +109,10 @@ def load_classifier(
     except (ArchitectureError, WeightsMismatchError) as error:
         where = metadata_path_for(path) if isinstance(error, ArchitectureError) else path
         raise ModelLoadError(f"{where}: {error}") from None
+    temperature = _temperature(path, metadata)
+    apply_temperature(network, declared.architecture, temperature)
     network.to(device).eval().requires_grad_(False)
-    info = ModelInfo(name, version, path, sha256, declared, str(device), torch.__version__, metadata)
+    info = ModelInfo(name, version, path, sha256, declared, temperature, str(device), torch.__version__, metadata)
     try:
         input_steps((metadata or {}).get("input_contract"))
     except ValueError as error:
@@ -129,6 +134,19 @@ def _read_metadata(path: Path) -> dict[str, Any] | None:
     if not isinstance(metadata, dict):
         raise ModelLoadError(f"{metadata_path}: metadata must be a JSON object")
     return metadata
+
+
+def _temperature(path: Path, metadata: dict[str, Any] | None) -> float:
+    """The temperature the version's model.json records under "calibration", or 1."""
+    calibration = (metadata or {}).get("calibration")
+    if calibration is None:
+        return 1.0
+    temperature = calibration.get("temperature") if isinstance(calibration, dict) else None
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
+        raise ModelLoadError(
+            f"{metadata_path_for(path)}: calibration.temperature must be a positive number, found {temperature!r}"
+        )
+    return float(temperature)
 
 
 def _check_sha256(path: Path, sha256: str, metadata: dict[str, Any] | None, allow_mismatch: bool) -> None:

@@ -254,6 +254,7 @@ def describe_version(classifier: DigitClassifier) -> dict[str, Any]:
         "weights_sha256": info.sha256,
         "test_accuracy": info.test_accuracy,
         "canary_accuracy": classifier.canary_accuracy,
+        "temperature": info.temperature,
         "torch_version": info.torch_version,
         "input_contract": (info.metadata or {}).get("input_contract", CONTRACT_DESCRIPTION),
     }

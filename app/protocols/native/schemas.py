@@ -62,6 +62,9 @@ class VersionDescription(BaseModel):
     weights_path: str
     weights_sha256: str
     test_accuracy: float | None = Field(description="percent on the 10,000 MNIST test images, from model.json")
+    temperature: float = Field(
+        description="the served softmax divides the logits by this (model.json's calibration); 1 if none was fitted"
+    )
     canary_accuracy: float = Field(
         description="percent of the gate's 1,000 canary digits it named right when it loaded (GATE_MIN_ACCURACY)"
     )
