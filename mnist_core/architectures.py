@@ -18,7 +18,7 @@ from torch import nn
 
 from mnist_core.contract import INPUT_SIZE, NUM_CLASSES
 from mnist_core.convnet import ConvNet, convnet_onnx_model, describe_convnet
-from mnist_core.network import DEFAULT_HIDDEN_SIZE, NeuralNetwork, describe_architecture
+from mnist_core.network import DEFAULT_HIDDEN_SIZE, NeuralNetwork, describe_architecture, hidden_size_of
 from mnist_core.serving import AddmmScores, ModuleScores, OnnxRuntimeScores, ScoreFunction
 
 
@@ -126,7 +126,7 @@ def _hidden_rows(state_dict: Any) -> int:
     network says what is wrong with them."""
     weight = state_dict.get("fc1.weight") if isinstance(state_dict, dict) else None
     if isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] > 0:
-        return weight.shape[0]
+        return hidden_size_of(state_dict)
     return DEFAULT_HIDDEN_SIZE
 
 

@@ -279,6 +279,18 @@ def test_robust_training_is_deterministic(tiny_mnist: Path):
     assert not torch.equal(first["fc1.weight"], other["fc1.weight"])
 
 
+# Every distortion of the augmentation off: the images come back as they went in.
+NO_DISTORTION = AugmentConfig(
+    rotation_degrees=0,
+    scale_range=(1, 1),
+    aspect_range=(1, 1),
+    shear_degrees=0,
+    shift_pixels=0,
+    thickness_probability=0,
+    blur_probability=0,
+)
+
+
 def test_augmentation_is_batched_deterministic_and_keeps_digits_in_range():
     images = torch.zeros(16, 28, 28)
     images[:, 6:22, 12:16] = 1.0  # a thick upright bar in every image
@@ -290,29 +302,14 @@ def test_augmentation_is_batched_deterministic_and_keeps_digits_in_range():
     assert torch.allclose(first.amax(dim=(1, 2)), torch.ones(16))
     assert not torch.equal(first[0], first[1])  # each image drawn its own distortion
     assert float((first - images).abs().mean()) > 0.01
-    unchanged = AugmentConfig(
-        rotation_degrees=0,
-        scale_range=(1, 1),
-        aspect_range=(1, 1),
-        shear_degrees=0,
-        shift_pixels=0,
-        thickness_probability=0,
-        blur_probability=0,
-    )
-    assert torch.allclose(augment(images, unchanged, torch.Generator().manual_seed(5)), images, atol=1e-5)
+    assert torch.allclose(augment(images, NO_DISTORTION, torch.Generator().manual_seed(5)), images, atol=1e-5)
 
 
 def test_low_resolution_augmentation_coarsens_the_chosen_share_of_digits():
     images = torch.zeros(64, 28, 28)
     images[:, 6:22, 13:15] = 1.0  # a sharp two-pixel bar
-    only_low_resolution = AugmentConfig(
-        rotation_degrees=0,
-        scale_range=(1, 1),
-        aspect_range=(1, 1),
-        shear_degrees=0,
-        shift_pixels=0,
-        thickness_probability=0,
-        blur_probability=0,
+    only_low_resolution = dataclasses.replace(
+        NO_DISTORTION,
         low_resolution_probability=0.5,
         low_resolution_sides=(7, 7),
         low_resolution_levels=(3, 3),

@@ -22,6 +22,7 @@ class Calibration:
     held_out_digits: int
     held_out_ece: tuple[float, float]  # percent, before and after
     test_ece: tuple[float, float]  # percent, before and after
+    test_logits: torch.Tensor  # what the test ECE was measured on, for the reliability diagram
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -104,4 +105,5 @@ def calibrate(
         held_out_digits=len(held_out[1]),
         held_out_ece=ece_before_and_after(held_out_logits, held_out[1]),
         test_ece=ece_before_and_after(test_logits, test[1]),
+        test_logits=test_logits,
     )

@@ -12,7 +12,7 @@ from mnist_core.device import DeviceUnavailableError, resolve_device
 from mnist_core.files import MODEL_NAME_PATTERN, WEIGHTS_FILENAME
 from training import plots
 from training.artifacts import build_metadata, save_weights, write_metadata
-from training.calibrate import Calibration, calibrate, logits_of
+from training.calibrate import Calibration, calibrate
 from training.data import DatasetError, MnistSplit, load_mnist
 from training.evaluate import Evaluation, evaluate, format_report, predict_classes
 from training.recipes import RECIPES, REFERENCE
@@ -247,8 +247,7 @@ def _write_outputs(
     plots.save_figure(plots.training_curve_figure(result.epochs), folder / "training_curve.png")
     plots.save_figure(plots.confusion_figure(evaluation), folder / "confusion.png")
     if calibration is not None:
-        test_logits = logits_of(result.model, test_inputs)
-        figure = plots.reliability_figure(test_logits, test_split.labels, calibration.temperature)
+        figure = plots.reliability_figure(calibration.test_logits, test_split.labels, calibration.temperature)
         plots.save_figure(figure, folder / "reliability.png")
     return sha256
 
