@@ -140,13 +140,21 @@ step "health, prediction, user and hardening checks"
 stop_started_ns=$(date +%s%N)
 docker stop --time 10 "$container" >/dev/null
 stop_ms=$(( ($(date +%s%N) - stop_started_ns) / 1000000 ))
+# The engine records when the process ended; what it does after that (unmounts, cgroups) is the
+# engine's time, not the service's, and varies with the host's load.
+finished_ns=$(date -d "$(docker inspect "$container" --format '{{.State.FinishedAt}}')" +%s%N)
+exit_ms=$(( (finished_ns - stop_started_ns) / 1000000 ))
 exit_code="$(docker inspect "$container" --format '{{.State.ExitCode}}')"
-echo "[smoke] docker stop took ${stop_ms} ms, exit code $exit_code"
+echo "[smoke] docker stop took ${stop_ms} ms; the service exited ${exit_ms} ms after the signal, exit code $exit_code"
 docker logs "$container" 2>&1 | grep -q "Application shutdown complete" \
   || { echo "[smoke] no clean lifespan shutdown in the logs"; exit 1; }
 # The process exits right after its lifespan shutdown (app/__main__.py skips the interpreter's teardown);
-# 2 s leaves room for the engine while a return of the old ~2 s teardown still fails here.
-[ "$stop_ms" -lt 2000 ] || { echo "[smoke] stop took too long"; exit 1; }
+# 2 s leaves room for a loaded host while a return of the old ~2 s teardown still fails here.
+[ "$exit_ms" -lt 2000 ] || {
+  echo "[smoke] the service took too long to stop; its last lines:"
+  docker logs --timestamps "$container" 2>&1 | tail -n 15
+  exit 1
+}
 [ "$exit_code" = 0 ] || [ "$exit_code" = 143 ] || { echo "[smoke] unexpected exit code $exit_code"; exit 1; }
 step "clean stop"
 echo "[smoke] passed"
