@@ -7,10 +7,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/datasets
 ROUNDS ?= 5
+MODELS ?= mnist mnist-cnn mnist-reference
 DURATION ?= 1800
 SETUP := $(PYTHON) scripts/bootstrap.py env --venv $(VENV)
 
-.PHONY: run test test-system test-stress soak lint lock proto train samples bench bench-grpc bench-peers bench-robust bench-train clean
+.PHONY: run test test-system test-stress soak lint lock proto train detector samples bench bench-grpc bench-peers bench-robust bench-train clean
 
 run:  ## serve the model repository models/ on http://127.0.0.1:8000
 	@$(SETUP)
@@ -52,6 +53,10 @@ lint:
 train:  ## train a new version: models/mnist-reference/<next> (ARGS="--recipe robust" for models/mnist/<next>)
 	@$(SETUP) train dev
 	$(BIN)/python -m training $(ARGS)
+
+detector:  ## train the digit detector and publish it with the next version of each model in MODELS (DATA_DIR, else dataset/)
+	@$(SETUP) train dev
+	$(BIN)/python -m training.detector --data-dir $(DATA_DIR) $(foreach model,$(MODELS),--model $(model)) $(ARGS)
 
 samples:  ## write samples/0.png ... samples/9.png and the gate's canary set from the MNIST test set (DATA_DIR, else dataset/)
 	@$(SETUP) train dev

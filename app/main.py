@@ -72,7 +72,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     _limit_threads(settings.torch_threads)
     repository = build_repository(settings)
     repository.refresh()
-    core = InferenceCore(repository, settings.max_image_pixels)
+    core = InferenceCore(repository, settings.max_image_pixels, settings.unsure_below)
     if not core.ready():
         raise ModelLoadError(_nothing_to_serve(repository, settings))
     app.state.core = core

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     gate_max_accuracy_drop: float = Field(
         1.5, ge=0, le=100, description="most canary points a version may fall below the served version it replaces"
     )
+    unsure_below: float = Field(
+        0.8, ge=0, le=1, description='served confidence under which a digit is answered "unsure"'
+    )
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
     torch_threads: int = Field(1, ge=1, description="CPU threads per worker for torch, numpy and OpenCV")
     workers: int = Field(1, ge=1, description="uvicorn worker processes (python -m app)")

@@ -6,7 +6,7 @@
   and checks every answer: its status, and the classes it names;
 - a client sends bodies of 4 and 8 MB that no route accepts whole before it reads, to each
   prediction route, and must read its early 4xx every time (a lost answer shows up as a reset);
-- version 2 of mnist (a copy of version 1) is published and removed in turn every --swap-seconds.
+- the next version of mnist (a copy of its newest) is published and removed in turn every --swap-seconds.
 After each window it samples every worker's RSS and open files. At the end it stops the service
 with SIGTERM, reads its log, prints a summary against bounds and exits 1 when one is broken.
 With --no-load it only swaps versions, for a worker's memory across many swaps (the README's

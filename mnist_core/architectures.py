@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist_core.contract import INPUT_SIZE, NUM_CLASSES
+from mnist_core.contract import INPUT_SIZE
 from mnist_core.convnet import ConvNet, convnet_onnx_model, describe_convnet
 from mnist_core.network import DEFAULT_HIDDEN_SIZE, NeuralNetwork, describe_architecture, hidden_size_of
 from mnist_core.serving import AddmmScores, ModuleScores, OnnxRuntimeScores, ScoreFunction
@@ -85,7 +85,7 @@ class DeclaredNetwork:
             "parameters": dict(self.parameters),
             "layers": self.layers,
             "input_size": INPUT_SIZE,
-            "num_classes": NUM_CLASSES,
+            "num_classes": getattr(network, self.architecture.logits_layer).out_features,
             "state_dict_keys": list(network.state_dict()),
         }
 
@@ -94,8 +94,12 @@ class DeclaredNetwork:
 SEED_NETWORK = DeclaredNetwork(FEED_FORWARD, {"hidden_size": DEFAULT_HIDDEN_SIZE})
 
 
-def declared_network(declaration: Mapping[str, Any] | None, state_dict: Any) -> DeclaredNetwork:
-    """The network a version's model.json "architecture" declares.
+def declared_network(
+    declaration: Mapping[str, Any] | None,
+    state_dict: Any,
+    architectures: Mapping[str, Architecture] = ARCHITECTURES,
+) -> DeclaredNetwork:
+    """The network a version's model.json "architecture" declares, one of `architectures`.
 
     Without a declaration (a lone weights file) it is the seed's feed-forward network, as wide as
     the weights' fc1. Versions written before parameters were recorded give the feed-forward
@@ -106,9 +110,9 @@ def declared_network(declaration: Mapping[str, Any] | None, state_dict: Any) -> 
     if not isinstance(declaration, Mapping):
         raise ArchitectureError('its "architecture" must be a JSON object')
     name = declaration.get("class")
-    architecture = ARCHITECTURES.get(name) if isinstance(name, str) else None
+    architecture = architectures.get(name) if isinstance(name, str) else None
     if architecture is None:
-        known = ", ".join(sorted(ARCHITECTURES))
+        known = ", ".join(sorted(architectures))
         raise ArchitectureError(f"architecture {str(name)[:80]!r} is not known; known architectures: {known}")
     parameters = declaration.get("parameters")
     if parameters is None:

@@ -20,7 +20,7 @@ def _predict(client, data: bytes, filename: str = "digit.png"):
 
 
 def _assert_prediction_shape(body: dict) -> None:
-    assert set(body) == {"class", "confidence", "scores", "model", "version"}
+    assert set(body) == {"class", "confidence", "scores", "verdict", "digit_probability", "model", "version"}
     scores = body["scores"]
     assert len(scores) == 10
     assert all(0.0 <= score <= 1.0 for score in scores)

@@ -18,7 +18,7 @@ from mnist_core.architectures import (
     DeclaredNetwork,
     declared_network,
 )
-from mnist_core.contract import INPUT_SIZE
+from mnist_core.contract import INPUT_SIZE, pixels_to_input
 from mnist_core.files import file_sha256
 from mnist_core.serving import ModuleScores
 from tests.helpers import REPO_ROOT
@@ -72,7 +72,7 @@ def test_a_declared_convnet_version_is_built_checked_and_served(tmp_path: Path):
     assert classifier.info.network == SMALL_CONVNET
     digits = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
     expected = ModuleScores(network, CPU)(digits.reshape(5, INPUT_SIZE).astype(np.float32) / 255)
-    np.testing.assert_allclose(classifier.probabilities(digits), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(classifier.probabilities_of_inputs(pixels_to_input(digits)), expected, rtol=0, atol=1e-5)
 
 
 def test_a_version_declaring_an_unknown_architecture_is_refused(tmp_path: Path):

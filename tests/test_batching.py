@@ -32,7 +32,7 @@ def test_requests_waiting_together_share_one_call_and_get_their_own_rows():
 
     async def three_requests() -> list[np.ndarray]:
         return await asyncio.gather(
-            batcher.probabilities(_rows(0, 1)), batcher.probabilities(_rows(10, 2)), batcher.probabilities(_rows(20, 3))
+            batcher.assess(_rows(0, 1)), batcher.assess(_rows(10, 2)), batcher.assess(_rows(20, 3))
         )
 
     first, second, third = asyncio.run(three_requests())
@@ -48,7 +48,7 @@ def test_a_request_alone_is_served_at_once_without_waiting_for_company():
 
     async def one_after_another() -> None:
         for start in range(3):
-            assert (await batcher.probabilities(_rows(start, 1))).ravel().tolist() == [3 * start]
+            assert (await batcher.assess(_rows(start, 1))).ravel().tolist() == [3 * start]
 
     asyncio.run(one_after_another())
     assert model.calls == [1, 1, 1]
@@ -58,9 +58,7 @@ def test_a_failing_model_call_fails_every_request_that_shared_it():
     batcher = MicroBatcher(CountingModel(fail=True))
 
     async def two_requests() -> list[object]:
-        return await asyncio.gather(
-            batcher.probabilities(_rows(0, 1)), batcher.probabilities(_rows(1, 1)), return_exceptions=True
-        )
+        return await asyncio.gather(batcher.assess(_rows(0, 1)), batcher.assess(_rows(1, 1)), return_exceptions=True)
 
     results = asyncio.run(two_requests())
     assert [str(result) for result in results] == ["the model broke", "the model broke"]
@@ -71,8 +69,8 @@ def test_a_request_that_left_does_not_stop_the_others_getting_their_rows():
     batcher = MicroBatcher(model)
 
     async def one_cancelled() -> np.ndarray:
-        leaving = asyncio.ensure_future(batcher.probabilities(_rows(0, 1)))
-        staying = asyncio.ensure_future(batcher.probabilities(_rows(5, 1)))
+        leaving = asyncio.ensure_future(batcher.assess(_rows(0, 1)))
+        staying = asyncio.ensure_future(batcher.assess(_rows(5, 1)))
         await asyncio.sleep(0)  # both are waiting now
         leaving.cancel()
         with pytest.raises(asyncio.CancelledError):

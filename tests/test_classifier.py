@@ -20,5 +20,4 @@ def test_the_served_scores_are_the_modules_after_the_models_contract(model, batc
     with torch.inference_mode():
         prepared = torch.from_numpy(network_inputs(inputs, classifier.contract))
         expected = torch.softmax(classifier.network(prepared), dim=1).numpy()
-    np.testing.assert_allclose(classifier.probabilities(digits), expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(classifier.probabilities_of_inputs(inputs), expected, rtol=0, atol=1e-5)

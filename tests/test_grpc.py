@@ -74,16 +74,17 @@ def _infer(stub, array: np.ndarray, name: str, datatype: str, raw: bool, **field
     return stub.ModelInfer(pb.ModelInferRequest(inputs=[tensor], **fields))
 
 
+_OUTPUT_FORMS = {"FP32": ("<f4", "fp32_contents"), "INT64": ("<i8", "int64_contents"), "BOOL": ("|b1", "bool_contents")}
+
+
 def _outputs(response: Any) -> dict[str, np.ndarray]:
     arrays = {}
     for position, output in enumerate(response.outputs):
+        dtype, contents = _OUTPUT_FORMS[output.datatype]
         if response.raw_output_contents:
-            dtype = "<f4" if output.datatype == "FP32" else "<i8"
             array = np.frombuffer(response.raw_output_contents[position], dtype=dtype)
-        elif output.datatype == "FP32":
-            array = np.asarray(output.contents.fp32_contents, dtype=np.float32)
         else:
-            array = np.asarray(output.contents.int64_contents, dtype=np.int64)
+            array = np.asarray(getattr(output.contents, contents), dtype=dtype)
         arrays[output.name] = array.reshape(list(output.shape))
     return arrays
 
@@ -92,14 +93,14 @@ def test_health_and_metadata_as_the_protocol_defines_them(service):
     _, stub, channel = service
     assert stub.ServerLive(pb.ServerLiveRequest()).live
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
-    assert stub.ModelReady(pb.ModelReadyRequest(name="mnist", version="1")).ready
+    assert stub.ModelReady(pb.ModelReadyRequest(name="mnist", version="2")).ready
     # A state, as Triton answers it, rather than an error tritonclient's is_model_ready would raise.
     assert not stub.ModelReady(pb.ModelReadyRequest(name="mnist", version="9")).ready
     assert not stub.ModelReady(pb.ModelReadyRequest(name="mnist-v9")).ready
     server = stub.ServerMetadata(pb.ServerMetadataRequest())
     assert server.name == "mnist-serve"
     metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name="mnist"))
-    assert (metadata.name, list(metadata.versions), metadata.platform) == ("mnist", ["1"], "pytorch")
+    assert (metadata.name, list(metadata.versions), metadata.platform) == ("mnist", ["2"], "pytorch")
     assert [(tensor.name, tensor.datatype, list(tensor.shape)) for tensor in metadata.inputs] == [
         ("input", "FP32", [-1, 784]),
         ("image", "UINT8", [-1, 28, 28]),
@@ -107,6 +108,8 @@ def test_health_and_metadata_as_the_protocol_defines_them(service):
     assert [(tensor.name, tensor.datatype, list(tensor.shape)) for tensor in metadata.outputs] == [
         ("probabilities", "FP32", [-1, 10]),
         ("label", "INT64", [-1]),
+        ("digit_probability", "FP32", [-1]),
+        ("is_digit", "BOOL", [-1]),
     ]
     health = health_pb2_grpc.HealthStub(channel)
     serving = health_pb2.HealthCheckResponse.SERVING
@@ -121,8 +124,8 @@ def test_health_and_metadata_as_the_protocol_defines_them(service):
 def test_digits_get_the_classes_and_scores_predict_gives(service, raw):
     url, stub, _ = service
     digits = _digits()
-    response = _infer(stub, digits, "image", "UINT8", raw, model_name="mnist", model_version="1", id="req-7")
-    assert (response.model_name, response.model_version, response.id) == ("mnist", "1", "req-7")
+    response = _infer(stub, digits, "image", "UINT8", raw, model_name="mnist", model_version="2", id="req-7")
+    assert (response.model_name, response.model_version, response.id) == ("mnist", "2", "req-7")
     assert bool(response.raw_output_contents) is raw
     outputs = _outputs(response)
     with httpx.Client(base_url=url) as client:
@@ -136,6 +139,9 @@ def test_digits_get_the_classes_and_scores_predict_gives(service, raw):
     expected = np.asarray([answer.json()["scores"] for answer in answers], dtype=np.float32)
     # Ten rows in one call against one at a time: products round by blocks (batching.py).
     np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-6)
+    assert outputs["is_digit"].tolist() == [answer.json()["verdict"] != "not_a_digit" for answer in answers]
+    digit_probabilities = [answer.json()["digit_probability"] for answer in answers]
+    np.testing.assert_allclose(outputs["digit_probability"], digit_probabilities, atol=1e-6)
 
 
 def test_scaled_inputs_typed_or_raw_give_the_same_scores(service):
@@ -305,7 +311,7 @@ def test_calls_get_an_access_line_with_their_request_id_and_never_the_key(capsys
     entries = [json.loads(line) for line in output.splitlines() if line.strip()]
     [line] = [entry for entry in entries if entry["logger"] == "mnist.access" and entry.get("protocol") == "grpc"]
     assert (line["request_id"], line["method"], line["status"]) == ("grpc-req-1", "ModelInfer", "OK")
-    assert (line["model"], line["version"], line["classes"]) == ("mnist", 1, "7")
+    assert (line["model"], line["version"], line["classes"]) == ("mnist", 2, "7")
     assert line["latency_ms"] > 0
 
 
@@ -321,7 +327,7 @@ def test_the_cnn_answers_over_grpc_as_predict_does(service):
             ).json()
             for digit in range(10)
         ]
-    assert {(answer["model"], answer["version"]) for answer in answers} == {("mnist-cnn", 1)}
+    assert {(answer["model"], answer["version"]) for answer in answers} == {("mnist-cnn", 2)}
     assert outputs["label"].tolist() == [answer["class"] for answer in answers]
     expected = np.asarray([answer["scores"] for answer in answers], dtype=np.float32)
     np.testing.assert_allclose(outputs["probabilities"], expected, rtol=0, atol=1e-5)

@@ -174,7 +174,7 @@ def test_a_lookup_keeps_its_version_across_a_swap(tmp_path: Path):
     repository.refresh()
     assert repository.resolve(None, None).info.version == 2
     assert in_flight.info.version == 1
-    assert in_flight.probabilities(torch.zeros(1, 28, 28, dtype=torch.uint8).numpy()).shape == (1, 10)
+    assert in_flight.probabilities_of_inputs(np.zeros((1, 784), dtype=np.float32)).shape == (1, 10)
 
 
 def test_startup_fails_with_the_reason_when_the_default_model_cannot_be_served(tmp_path: Path):
@@ -242,7 +242,7 @@ def test_a_version_that_leaves_service_is_freed_even_after_serving_requests(tmp_
     _add_version(tmp_path, "mnist", 2)
     repository = _repository(tmp_path)
     repository.refresh()
-    core = InferenceCore(repository, max_image_pixels=4096 * 4096)
+    core = InferenceCore(repository, max_image_pixels=4096 * 4096, unsure_below=0.8)
     classifier = core.resolve("mnist", None)
     result = asyncio.run(core.classify_inputs(classifier, np.zeros((1, 784), dtype=np.float32)))
     assert result.probabilities.shape == (1, 10)

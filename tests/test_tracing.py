@@ -71,7 +71,7 @@ def test_a_request_continues_the_callers_trace_with_a_span_for_each_step(exporte
     assert format(server.parent.span_id, "016x") == CALLER_SPAN_ID
     assert response.headers["traceparent"] == f"00-{TRACE_ID}-{server.context.span_id:016x}-01"
     assert server.attributes["mnist.request_id"] == response.headers["X-Request-ID"]
-    assert (server.attributes["mnist.model"], server.attributes["mnist.version"]) == ("mnist", 1)
+    assert (server.attributes["mnist.model"], server.attributes["mnist.version"]) == ("mnist", 2)
     assert server.attributes["http.route"] == "/predict"
     assert server.attributes["http.response.status_code"] == 200
     for step in ("read body", "decode", "preprocess", "model"):
@@ -106,7 +106,7 @@ def _batched_requests(*traceparents: str | None) -> None:
         async def request(request_id: str, traceparent: str | None) -> None:
             headers = {"traceparent": traceparent} if traceparent else {}
             with tracing.request_span("POST", "/predict", headers, request_id):
-                await batcher.probabilities(np.zeros((1, 784), dtype=np.float32))
+                await batcher.assess(np.zeros((1, 784), dtype=np.float32))
 
         async def at_once() -> None:
             await asyncio.gather(*(request(str(number), parent) for number, parent in enumerate(traceparents)))

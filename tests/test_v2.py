@@ -48,7 +48,7 @@ def test_server_metadata_and_health(client):
 def test_model_metadata_and_readiness_unversioned_and_versioned(client):
     expected = {
         "name": "mnist",
-        "versions": ["1"],
+        "versions": ["2"],
         "platform": "pytorch",
         "inputs": [
             {"name": "input", "datatype": "FP32", "shape": [-1, 784]},
@@ -57,20 +57,22 @@ def test_model_metadata_and_readiness_unversioned_and_versioned(client):
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
             {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "digit_probability", "datatype": "FP32", "shape": [-1]},
+            {"name": "is_digit", "datatype": "BOOL", "shape": [-1]},
         ],
         # 8 MiB (MAX_BATCH_BYTES) holds 2,674 FP32 rows of 784 as binary data, and more UINT8 images.
         "parameters": {"max_batch_bytes": 8 * 1024 * 1024, "max_batch_size": 2674},
     }
     assert client.get("/v2/models/mnist").json() == expected
-    assert client.get("/v2/models/mnist/versions/1").json() == expected
+    assert client.get("/v2/models/mnist/versions/2").json() == expected
     assert client.get("/v2/models/mnist-reference").json()["name"] == "mnist-reference"
     assert client.get("/v2/models/mnist/ready").json() == {"name": "mnist", "ready": True}
-    assert client.get("/v2/models/mnist/versions/1/ready").json() == {"name": "mnist", "ready": True}
+    assert client.get("/v2/models/mnist/versions/2/ready").json() == {"name": "mnist", "ready": True}
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/v2/models/nope", "/v2/models/nope/ready", "/v2/models/mnist/versions/2", "/v2/models/mnist/versions/x/ready"],
+    ["/v2/models/nope", "/v2/models/nope/ready", "/v2/models/mnist/versions/1", "/v2/models/mnist/versions/x/ready"],
 )
 def test_unknown_models_and_versions_are_404_errors(client, path):
     assert "no model named" in _error(client.get(path), 404) or "has no version" in _error(client.get(path), 404)
@@ -85,12 +87,13 @@ def test_unknown_paths_and_methods_answer_in_the_protocols_shape(client):
 
 def test_image_and_input_give_the_probabilities_predict_gives(client, mnist_test_split):
     pixels = mnist_test_split.images[:16].numpy()
-    from_predict = [client.post("/predict", files={"file": ("d.png", png_of(p))}).json()["scores"] for p in pixels]
+    from_predict_answers = [client.post("/predict", files={"file": ("d.png", png_of(p))}).json() for p in pixels]
+    from_predict = [answer["scores"] for answer in from_predict_answers]
     image = client.post(INFER, json=_image_request(pixels, id="batch-16"))
     assert image.status_code == 200
     body = image.json()
-    assert (body["model_name"], body["model_version"], body["id"]) == ("mnist", "1", "batch-16")
-    probabilities, label = body["outputs"]
+    assert (body["model_name"], body["model_version"], body["id"]) == ("mnist", "2", "batch-16")
+    probabilities, label, digit_probability, is_digit = body["outputs"]
     assert (probabilities["name"], probabilities["datatype"], probabilities["shape"]) == (
         "probabilities",
         "FP32",
@@ -101,6 +104,12 @@ def test_image_and_input_give_the_probabilities_predict_gives(client, mnist_test
     # One forward pass of 16 rounds a little differently from 16 passes of one.
     np.testing.assert_allclose(scores, np.array(from_predict), rtol=0, atol=1e-5)
     assert label["data"] == scores.argmax(axis=1).tolist()
+    from_predict_verdicts = [answer["verdict"] != "not_a_digit" for answer in from_predict_answers]
+    assert (is_digit["datatype"], is_digit["shape"], is_digit["data"]) == ("BOOL", [16], from_predict_verdicts)
+    assert (digit_probability["datatype"], digit_probability["shape"]) == ("FP32", [16])
+    np.testing.assert_allclose(
+        digit_probability["data"], [answer["digit_probability"] for answer in from_predict_answers], rtol=0, atol=1e-5
+    )
     scaled = (pixels.reshape(16, 784) / np.float32(255)).astype(np.float32)
     as_input = client.post(INFER, json=_json_input("input", "FP32", [16, 784], scaled.tolist()))
     np.testing.assert_array_equal(np.array(as_input.json()["outputs"][0]["data"]).reshape(16, 10), scores)
@@ -139,8 +148,9 @@ def test_binary_data_output_asks_for_every_output_as_bytes_unless_one_says_other
     pixels = mnist_test_split.images[:2].numpy()
     everything = client.post(INFER, json=_image_request(pixels, parameters={"binary_data_output": True}))
     document, tail = _split_binary_response(everything)
-    assert [output["parameters"]["binary_data_size"] for output in document["outputs"]] == [80, 16]
-    assert np.frombuffer(tail[80:], "<i8").tolist() == [7, 2]
+    assert [output["parameters"]["binary_data_size"] for output in document["outputs"]] == [80, 16, 8, 2]
+    assert np.frombuffer(tail[80:96], "<i8").tolist() == [7, 2]
+    assert np.frombuffer(tail[104:], "|b1").tolist() == [True, True]
     mixed = client.post(
         INFER,
         json=_image_request(
@@ -166,14 +176,14 @@ def test_only_the_requested_outputs_come_back_and_the_id_is_optional(client, mni
     ).json()
     assert body == {
         "model_name": "mnist",
-        "model_version": "1",
+        "model_version": "2",
         "outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [7]}],
     }
 
 
 def test_versioned_inference_and_another_model(client, mnist_test_split):
     request = _image_request(mnist_test_split.images[:1].numpy())
-    assert client.post("/v2/models/mnist/versions/1/infer", json=request).json()["model_version"] == "1"
+    assert client.post("/v2/models/mnist/versions/2/infer", json=request).json()["model_version"] == "2"
     assert client.post("/v2/models/mnist-reference/infer", json=request).json()["model_name"] == "mnist-reference"
 
 
@@ -350,7 +360,7 @@ def test_v2_requests_are_counted_and_logged_under_their_route_template(client, m
     client.post(INFER, json=_image_request(mnist_test_split.images[:2].numpy()))
     metrics = client.get("/metrics").text
     assert 'mnist_http_requests_total{method="POST",route="/v2/models/{model_name}/infer",status="200"}' in metrics
-    assert 'mnist_predictions_total{class="7",model="mnist",version="1"}' in metrics
+    assert 'mnist_predictions_total{class="7",model="mnist",version="2"}' in metrics
 
 
 @pytest.mark.parametrize("header_length", ["\N{SUPERSCRIPT THREE}", "\N{ARABIC-INDIC DIGIT ONE}", "1e3", " 12"])

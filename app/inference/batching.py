@@ -23,13 +23,13 @@ from app.observability import metrics, tracing
 
 
 class MicroBatcher:
-    """Batches calls of `run` (float32 inputs (N, 784) -> probabilities (N, 10)) made on one event loop."""
+    """Batches calls of `run` (float32 inputs (N, 784) -> one output row per input) made on one event loop."""
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray]) -> None:
         self._run = run
         self._pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray], Link | None]] = []
 
-    async def probabilities(self, inputs: np.ndarray) -> np.ndarray:
+    async def assess(self, inputs: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((inputs, future, tracing.current_link()))
@@ -46,15 +46,15 @@ class MicroBatcher:
             step = tracing.linked_span("model", links, rows=len(inputs), requests=len(links))
         with step:
             started = time.perf_counter()
-            probabilities = self._run(inputs)
+            outputs = self._run(inputs)
             metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        return probabilities
+        return outputs
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         batch = pending[0][0] if len(pending) == 1 else np.concatenate([inputs for inputs, _, _ in pending])
         try:
-            probabilities = self.run_now(batch, [link for _, _, link in pending])
+            outputs = self.run_now(batch, [link for _, _, link in pending])
         except Exception as error:  # each waiting request fails with the model's error
             for _, future, _ in pending:
                 if not future.done():
@@ -64,5 +64,5 @@ class MicroBatcher:
         for inputs, future, _ in pending:
             # A request whose client left (its task cancelled) no longer waits for its rows.
             if not future.done():
-                future.set_result(probabilities[offset : offset + len(inputs)])
+                future.set_result(outputs[offset : offset + len(inputs)])
             offset += len(inputs)

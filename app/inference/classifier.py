@@ -20,9 +20,11 @@ from mnist_core.architectures import (
     declared_network,
     network_with_weights,
 )
-from mnist_core.contract import IMAGE_SIDE, input_steps, network_inputs, pixels_to_input
+from mnist_core.contract import IMAGE_SIDE, NUM_CLASSES, input_steps, network_inputs, pixels_to_input
+from mnist_core.detector import DETECTOR_ARCHITECTURES, DETECTOR_FILENAME, DIGIT_OUTPUT
 from mnist_core.device import DeviceUnavailableError, resolve_device
 from mnist_core.files import file_sha256, metadata_path_for
+from mnist_core.serving import ScoreFunction
 
 logger = logging.getLogger(__name__)
 
@@ -48,24 +50,44 @@ class ModelInfo:
         return (self.metadata or {}).get("test", {}).get("accuracy")
 
 
+@dataclass(frozen=True)
+class Detector:
+    """A version's digit detector (mnist_core.detector) in its serving form, and where it draws the line."""
+
+    network: DeclaredNetwork
+    scores: ScoreFunction  # float32 inputs (N, 784) -> softmax (N, 2)
+    threshold: float  # below this digit probability, the input is not a digit
+    sha256: str
+
+
+# What the service says of each input, beside its class: a digit it reads; a digit it is unsure of
+# (served confidence under UNSURE_BELOW); not a digit at all (the version's detector). Dashboards
+# count the last two.
+DIGIT = "digit"
+UNSURE = "unsure"
+NOT_A_DIGIT = "not_a_digit"
+COUNTED_VERDICTS = (UNSURE, NOT_A_DIGIT)
+# Where a version carries no detector, every input counts as a digit: its probability is NaN
+# (JSON null) and no threshold turns it away.
+NO_DETECTOR_PROBABILITY = np.float32("nan")
+
+
 class DigitClassifier:
     """One loaded version of a model on its device; safe to call from several threads at once."""
 
-    def __init__(self, network: nn.Module, device: torch.device, info: ModelInfo) -> None:
+    def __init__(self, network: nn.Module, device: torch.device, info: ModelInfo, detector: Detector | None) -> None:
         self.network = network
+        self.detector = detector
         self.device = device
         self.info = info
         # The steps this model's recorded input contract adds (deskew for the robust recipe).
         self.contract = (info.metadata or {}).get("input_contract")
         self.prediction_counters = metrics.prediction_counters(info)
         self.confidence_histogram = metrics.confidence_histogram(info)
+        self.verdict_counters = metrics.verdict_counters(info, COUNTED_VERDICTS)
         # Percent of the repository gate's canary digits it names right; set once, before it is served.
         self.canary_accuracy: float | None = None
         self._scores = info.network.architecture.serving_form(network, device)
-
-    def probabilities(self, digits: np.ndarray) -> np.ndarray:
-        """uint8 digits (N, 28, 28), white on black -> float32 softmax probabilities (N, 10)."""
-        return self.probabilities_of_inputs(pixels_to_input(digits))
 
     def network_view(self, inputs: np.ndarray) -> np.ndarray:
         """float32 inputs (N, 784) -> what the network receives from them, as uint8 images (N, 28, 28)."""
@@ -75,6 +97,22 @@ class DigitClassifier:
     def probabilities_of_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """float32 inputs (N, 784) in [0, 1], before the model's contract steps -> softmax probabilities (N, 10)."""
         return self._scores(network_inputs(inputs, self.contract))
+
+    def turned_away(self, digit_probabilities: np.ndarray) -> np.ndarray:
+        """Which inputs the detector says are not digits, from their digit probabilities (N,) as
+        assess_inputs gives them. Without a detector none is (NaN compares false)."""
+        return digit_probabilities < (self.detector.threshold if self.detector is not None else 0.0)
+
+    def assess_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 inputs (N, 784) -> (N, 11): the softmax probabilities of the ten digits, then the
+        detector's probability that the input is a digit at all (NaN where the version has none)."""
+        assessed = np.empty((len(inputs), NUM_CLASSES + 1), dtype=np.float32)
+        assessed[:, :NUM_CLASSES] = self.probabilities_of_inputs(inputs)
+        if self.detector is None:
+            assessed[:, NUM_CLASSES] = NO_DETECTOR_PROBABILITY
+        else:
+            assessed[:, NUM_CLASSES] = self.detector.scores(inputs)[:, DIGIT_OUTPUT]
+        return assessed
 
 
 def load_classifier(
@@ -117,10 +155,39 @@ def load_classifier(
         input_steps((metadata or {}).get("input_contract"))
     except ValueError as error:
         raise ModelLoadError(f"{path}: {error}") from None
-    classifier = DigitClassifier(network, device, info)
+    detector = _load_detector(path, metadata, device, allow_sha256_mismatch)
+    classifier = DigitClassifier(network, device, info, detector)
     # The first call pays for lazy kernel and allocator set-up; do it before taking traffic.
-    classifier.probabilities(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
+    classifier.assess_inputs(pixels_to_input(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)))
     return classifier
+
+
+def _load_detector(
+    weights_path: Path, metadata: dict[str, Any] | None, device: torch.device, allow_sha256_mismatch: bool
+) -> Detector | None:
+    """The detector model.json declares under "detector", checked as the classifier is; None if it declares none."""
+    declaration = (metadata or {}).get("detector")
+    if declaration is None:
+        return None
+    where = metadata_path_for(weights_path)
+    if not isinstance(declaration, dict):
+        raise ModelLoadError(f'{where}: its "detector" must be a JSON object')
+    threshold = declaration.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        raise ModelLoadError(f"{where}: detector.threshold must be a number from 0 to 1, found {threshold!r}")
+    path = weights_path.with_name(DETECTOR_FILENAME)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: the detector model.json declares is not there")
+    sha256 = file_sha256(path)
+    _check_sha256(path, sha256, declaration, allow_sha256_mismatch, where)
+    state_dict = _read_state_dict(path)
+    try:
+        declared = declared_network(declaration.get("architecture"), state_dict, DETECTOR_ARCHITECTURES)
+        network = network_with_weights(declared, state_dict)
+    except (ArchitectureError, WeightsMismatchError) as error:
+        raise ModelLoadError(f"{where if isinstance(error, ArchitectureError) else path}: {error}") from None
+    network.to(device).eval().requires_grad_(False)
+    return Detector(declared, declared.architecture.serving_form(network, device), float(threshold), sha256)
 
 
 def _read_metadata(path: Path) -> dict[str, Any] | None:
@@ -149,14 +216,18 @@ def _temperature(path: Path, metadata: dict[str, Any] | None) -> float:
     return float(temperature)
 
 
-def _check_sha256(path: Path, sha256: str, metadata: dict[str, Any] | None, allow_mismatch: bool) -> None:
+def _check_sha256(
+    path: Path, sha256: str, metadata: dict[str, Any] | None, allow_mismatch: bool, recorded_in: Path | None = None
+) -> None:
+    """`metadata` records the file's sha256 under "weights" (model.json, or its "detector" section)."""
     if metadata is None:
         logger.warning("no metadata beside %s: its sha256 %s is not verified", path, sha256)
         return
-    expected = metadata.get("weights", {}).get("sha256")
+    weights = metadata.get("weights")
+    expected = weights.get("sha256") if isinstance(weights, dict) else None
     if expected == sha256:
         return
-    message = f"{path}: sha256 {sha256} does not match {expected} recorded in {metadata_path_for(path)}"
+    message = f"{path}: sha256 {sha256} does not match {expected} recorded in {recorded_in or metadata_path_for(path)}"
     if not allow_mismatch:
         raise ModelLoadError(message + " (set ALLOW_SHA256_MISMATCH=1 to serve it anyway)")
     logger.warning("%s; serving it because ALLOW_SHA256_MISMATCH is set", message)

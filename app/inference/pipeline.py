@@ -14,12 +14,12 @@ import numpy as np
 
 from app.errors import ClientError
 from app.inference.batching import MicroBatcher
-from app.inference.classifier import DigitClassifier
+from app.inference.classifier import DIGIT, NOT_A_DIGIT, UNSURE, DigitClassifier
 from app.inference.decode import OpenedImage, gray_pixels, open_upload, pixel_count
 from app.inference.preprocess import to_digit_pixels
 from app.observability import tracing
 from app.repository.registry import ModelRepository, Refusal, ServedModel
-from mnist_core.contract import IMAGE_SIDE, pixels_to_input
+from mnist_core.contract import IMAGE_SIDE, NUM_CLASSES, pixels_to_input
 
 # Up to a full batch of MNIST-sized digits: sending that little work to a thread costs more in
 # hops and GIL hand-overs than it spares the event loop. Larger requests (V2 tensors may carry
@@ -48,11 +48,14 @@ class Upload:
 
 @dataclass(frozen=True)
 class Classification:
-    """What one model version said about a batch: probabilities (N, 10) and the argmax classes (N,)."""
+    """What one model version said about a batch: probabilities (N, 10), the argmax classes (N,), the
+    detector's probability that each input is a digit at all (N,) and the verdict on each (N,)."""
 
     classifier: DigitClassifier
     probabilities: np.ndarray
     classes: np.ndarray
+    digit_probabilities: np.ndarray  # NaN where the version has no detector
+    verdicts: list[str]  # DIGIT, UNSURE or NOT_A_DIGIT per row
     inputs: np.ndarray  # float32 (N, 784), before the model's contract steps
 
     def network_views(self) -> np.ndarray:
@@ -78,9 +81,11 @@ class InferenceCore:
     """What every protocol door asks, answered once (KServe's data plane is the model): readiness,
     the served models and versions, and inference on them."""
 
-    def __init__(self, repository: ModelRepository, max_image_pixels: int) -> None:
+    def __init__(self, repository: ModelRepository, max_image_pixels: int, unsure_below: float) -> None:
         self._repository = repository
         self.max_image_pixels = max_image_pixels
+        # A digit whose served confidence is below this is answered "unsure" (UNSURE_BELOW).
+        self.unsure_below = unsure_below
         # One batcher per served version; a replaced version's goes with it.
         self._batchers: WeakKeyDictionary[DigitClassifier, MicroBatcher] = WeakKeyDictionary()
 
@@ -125,21 +130,34 @@ class InferenceCore:
         (batching.py), a batch of its own in a call of its own, in a thread when it is large."""
         batcher = self._batcher(classifier)
         if len(inputs) > INLINE_ROWS:
-            probabilities = await asyncio.to_thread(batcher.run_now, inputs)
+            assessed = await asyncio.to_thread(batcher.run_now, inputs)
         elif len(inputs) >= OWN_CALL_ROWS:
-            probabilities = batcher.run_now(inputs)
+            assessed = batcher.run_now(inputs)
         else:
-            probabilities = await batcher.probabilities(inputs)
+            assessed = await batcher.assess(inputs)
+        probabilities, digit_probabilities = assessed[:, :NUM_CLASSES], assessed[:, NUM_CLASSES]
         classes = probabilities.argmax(axis=1)
-        _count(classifier, classes, probabilities)
-        return Classification(classifier, probabilities, classes, inputs)
+        verdicts = self._verdicts(classifier, probabilities.max(axis=1), digit_probabilities)
+        _count(classifier, classes, probabilities, verdicts)
+        return Classification(classifier, probabilities, classes, digit_probabilities, verdicts, inputs)
+
+    def _verdicts(
+        self, classifier: DigitClassifier, confidences: np.ndarray, digit_probabilities: np.ndarray
+    ) -> list[str]:
+        """not_a_digit where the version's detector turns the input away, else unsure below UNSURE_BELOW, else digit."""
+        rejected = classifier.turned_away(digit_probabilities)
+        unsure = confidences < self.unsure_below
+        return [
+            NOT_A_DIGIT if no else UNSURE if doubt else DIGIT
+            for no, doubt in zip(rejected.tolist(), unsure.tolist(), strict=True)
+        ]
 
     def _batcher(self, classifier: DigitClassifier) -> MicroBatcher:
         batcher = self._batchers.get(classifier)
         if batcher is None:
             # Weakly: a batcher holding its classifier would keep its own entry, and so every version
             # that ever served a request, alive. A request holds its classifier while it waits.
-            run = WeakMethod(classifier.probabilities_of_inputs)
+            run = WeakMethod(classifier.assess_inputs)
             batcher = self._batchers[classifier] = MicroBatcher(lambda inputs: run()(inputs))
         return batcher
 
@@ -165,10 +183,13 @@ class InferenceCore:
         return digits
 
 
-def _count(classifier: DigitClassifier, classes: np.ndarray, probabilities: np.ndarray) -> None:
-    """Each prediction in the version's metrics: its class, and its confidence."""
+def _count(classifier: DigitClassifier, classes: np.ndarray, probabilities: np.ndarray, verdicts: list[str]) -> None:
+    """Each prediction in the version's metrics: its class, its confidence and its verdict."""
     for predicted, count in enumerate(np.bincount(classes, minlength=len(classifier.prediction_counters)).tolist()):
         if count:
             classifier.prediction_counters[predicted].inc(count)
     for confidence in probabilities.max(axis=1).tolist():
         classifier.confidence_histogram.observe(confidence)
+    for verdict in verdicts:
+        if verdict != DIGIT:
+            classifier.verdict_counters[verdict].inc()

@@ -53,12 +53,17 @@ INFERENCE_SECONDS = Histogram(
 PREDICTIONS = Counter(
     "mnist_predictions_total", "Digits predicted, by model, version and predicted class", ["model", "version", "class"]
 )
-# 0.8 is the page's "not sure" line, so its bucket counts the answers the page calls unsure.
+# Bounds around UNSURE_BELOW's range, so a dashboard sees how many answers fall under it.
 CONFIDENCE = Histogram(
     "mnist_prediction_confidence",
     "The predicted class's probability, for each prediction served, by model and version",
     ["model", "version"],
     buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999),
+)
+VERDICTS = Counter(
+    "mnist_prediction_verdicts_total",
+    "Predictions answered not_a_digit (the version's detector) or unsure (UNSURE_BELOW), by model and version",
+    ["model", "version", "verdict"],
 )
 UPLOAD_BYTES = Histogram("mnist_upload_bytes", "Size of each uploaded image file in bytes", buckets=_UPLOAD_BUCKETS)
 REJECTED = Counter("mnist_rejected_requests_total", "Requests refused with a 4xx or 503, by reason", ["reason"])
@@ -94,6 +99,11 @@ def prediction_counters(info: "ModelInfo") -> list[Any]:
 def confidence_histogram(info: "ModelInfo") -> Any:
     """mnist_prediction_confidence's series for one version, made once, as prediction_counters are."""
     return CONFIDENCE.labels(info.name, str(info.version))
+
+
+def verdict_counters(info: "ModelInfo", verdicts: tuple[str, ...]) -> dict[str, Any]:
+    """mnist_prediction_verdicts_total's series for one version, one per verdict counted, made once."""
+    return {verdict: VERDICTS.labels(info.name, str(info.version), verdict) for verdict in verdicts}
 
 
 def render() -> tuple[bytes, str]:

@@ -4,8 +4,9 @@ Weights that load and match their declared architecture may still be broken: all
 trained against permuted labels, or far weaker than the version they would replace. Each loaded
 version classifies the canary set (canary.npz beside this module: 100 MNIST test digits of each
 class with their labels, written by scripts/make_samples.py) and is served only if it gets at
-least GATE_MIN_ACCURACY percent right and, when it is newer than the version its model serves,
-no more than GATE_MAX_ACCURACY_DROP points fewer than that version.
+least GATE_MIN_ACCURACY percent right (named right and not turned away by its digit detector, so
+a broken detector is refused as a broken classifier is) and, when it is newer than the version
+its model serves, no more than GATE_MAX_ACCURACY_DROP points fewer than that version.
 """
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from app.inference.classifier import DigitClassifier
+from mnist_core.contract import NUM_CLASSES, pixels_to_input
 
 CANARY_PATH = Path(__file__).with_name("canary.npz")
 
@@ -33,9 +35,12 @@ class CanarySet:
             return cls(stored["images"], stored["labels"].astype(np.int64))
 
     def accuracy(self, classifier: DigitClassifier) -> float:
-        """Percent of the canary digits the classifier names right, through its input contract."""
-        predictions = classifier.probabilities(self.images).argmax(axis=1)
-        return 100.0 * float(np.mean(predictions == self.labels))
+        """Percent of the canary digits the version names right, through its input contract, and its
+        digit detector (if it has one) does not turn away: a detector that refuses digits fails here."""
+        assessed = classifier.assess_inputs(pixels_to_input(self.images))
+        named_right = assessed[:, :NUM_CLASSES].argmax(axis=1) == self.labels
+        kept = ~classifier.turned_away(assessed[:, NUM_CLASSES])
+        return 100.0 * float(np.mean(named_right & kept))
 
 
 @dataclass(frozen=True)

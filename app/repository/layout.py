@@ -10,13 +10,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_core.detector import DETECTOR_FILENAME
 from mnist_core.files import MODEL_NAME_PATTERN, VERSION_PATTERN, WEIGHTS_FILENAME, metadata_path_for
 
 logger = logging.getLogger(__name__)
 
-# (inode, size, modification time) of the weights and of the metadata: a copy, an in-place
-# rewrite or a folder renamed over the old one all change it.
-Fingerprint = tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]
+# (inode, size, modification time) of the weights, the metadata and the digit detector: a copy,
+# an in-place rewrite or a folder renamed over the old one all change it.
+FileStat = tuple[int, int, int] | None
+Fingerprint = tuple[FileStat, FileStat, FileStat]
 
 
 class RepositoryError(Exception):
@@ -62,7 +64,7 @@ def single_file(weights: Path, model: str) -> VersionFolder:
 
 
 def fingerprint(weights: Path) -> Fingerprint:
-    return _stat(weights), _stat(metadata_path_for(weights))
+    return _stat(weights), _stat(metadata_path_for(weights)), _stat(weights.with_name(DETECTOR_FILENAME))
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:

@@ -8,12 +8,6 @@ const BRUSH_WIDTH = 22;
 // 700 ms waits that out, so a two-stroke 7 is not judged as its bar alone, and still answers
 // about when the eye moves from the pen to the result.
 const STROKE_PAUSE_MS = 700;
-// Below this confidence the page says "not sure" and names the two likeliest digits instead of
-// showing one. On the MNIST test set the default model's (mnist-cnn's) answers under 0.80 (0.7 %
-// of the digits) are right only 63 % of the time against 99.7 % for the others, they hold 26 of
-// its 55 mistakes, and the right digit is one of the two named 97 % of the time (the README has
-// the other models' figures).
-const UNSURE_BELOW = 0.8;
 // Pictures over the server's upload limit are redrawn to fit this many pixels on their long
 // side (halving, down to 128, until the re-encoded file fits). The server reduces every image to
 // 28x28, so 1024 px loses nothing it uses, and a 12-megapixel phone photo becomes a JPEG of
@@ -119,16 +113,21 @@ function spoken(text) {
   return text.replace("> ", "more than ").replace("< ", "less than ").replace(" %", " percent");
 }
 
-// The answer's class, confidence, scores, who gave it and what the network saw; any other field
-// the API adds is not used here.
-function showPrediction({ class: best, confidence: bestScore, scores, model, version, input_image: seen }) {
+// The answer's class, confidence, scores, verdict, who gave it and what the network saw; any
+// other field the API adds is not used here. The server decides "not a digit" (the version's
+// detector) and "unsure" (its UNSURE_BELOW setting), so the page and the API never disagree.
+function showPrediction({ class: best, confidence: bestScore, scores, verdict, model, version, input_image: seen }) {
   setBusy(false);
   answeredBy.textContent = `Answered by ${model}, version ${version}`;
   seenFigure.hidden = typeof seen !== "string";
   if (!seenFigure.hidden) {
     seenImage.src = seen;
   }
-  if (bestScore < UNSURE_BELOW) {
+  if (verdict === "not_a_digit") {
+    digit.textContent = "✗";
+    digit.dataset.state = "not-a-digit";
+    confidence.textContent = "That does not look like a digit";
+  } else if (verdict === "unsure") {
     const ranked = [...scores.keys()].sort((a, b) => scores[b] - scores[a]);
     const runnerUp = ranked.find((value) => value !== best);
     digit.textContent = "?";

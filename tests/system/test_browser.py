@@ -446,9 +446,15 @@ def test_a_360_px_phone_shows_the_prediction_without_scrolling(page):
 
 
 def test_an_unsure_answer_names_the_two_likeliest_digits(page):
-    threshold = page.execute_script("return UNSURE_BELOW")
     # Fields the page does not know (a served model's name and version) are ignored.
-    unsure = {"class": 4, "confidence": 0.55, "scores": _scores(4, 0.55, 9, 0.35), "model": "mnist", "version": "2"}
+    unsure = {
+        "class": 4,
+        "confidence": 0.55,
+        "scores": _scores(4, 0.55, 9, 0.35),
+        "verdict": "unsure",
+        "model": "mnist",
+        "version": "2",
+    }
     _answer_with(page, unsure)
     completed = page.execute_script("return window.digitPad.completed")
     page.execute_script("window.digitPad.drawStrokes([[[60, 60], [220, 60]]])")
@@ -459,12 +465,25 @@ def test_an_unsure_answer_names_the_two_likeliest_digits(page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.save_screenshot(str(ARTIFACTS / "drawing-page-unsure.png"))
 
-    _answer_with(page, {"class": 4, "confidence": threshold, "scores": _scores(4, threshold, 9, 0.1)})
+    # The server decides: the same confidence with the verdict "digit" is shown as a digit.
+    _answer_with(page, {**unsure, "verdict": "digit"})
     completed = page.execute_script("return window.digitPad.completed")
     page.execute_script("window.digitPad.drawStrokes([[[60, 60], [220, 60]]])")
     _wait_for_answer(page, completed)
     assert _shown_class(page) == "4"
-    assert page.find_element(By.ID, "confidence").text == f"{threshold * 100:.1f} % sure"
+    assert page.find_element(By.ID, "confidence").text == "55.0 % sure"
+    assert _console_errors(page) == []
+
+
+def test_a_drawing_that_is_no_digit_is_answered_so(page):
+    completed = page.execute_script("return window.digitPad.completed")
+    # A bow-tie: two triangles meeting at a point, as a user drew it when this was filed.
+    page.execute_script("window.digitPad.drawStrokes([[[40, 60], [240, 220], [240, 60], [40, 220], [40, 60]]])")
+    _wait_for_answer(page, completed)
+    assert page.find_element(By.ID, "confidence").text == "That does not look like a digit"
+    assert page.find_element(By.ID, "digit").get_attribute("data-state") == "not-a-digit"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.save_screenshot(str(ARTIFACTS / "drawing-page-not-a-digit.png"))
     assert _console_errors(page) == []
 
 

@@ -86,10 +86,10 @@ TRITON_SCRIPT = """
 
     client = triton.InferenceServerClient(ADDRESS)
     assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready("mnist") and client.is_model_ready("mnist", "1")
+    assert client.is_model_ready("mnist") and client.is_model_ready("mnist", "2")
     assert not client.is_model_ready("no-such-model")
     assert client.get_server_metadata().name == "mnist-serve"
-    assert client.get_model_metadata("mnist").versions == ["1"]
+    assert client.get_model_metadata("mnist").versions == ["2"]
     rows = np.load("rows.npy")
 
     def classes(batch, request_id=""):

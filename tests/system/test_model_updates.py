@@ -122,6 +122,7 @@ def _write_broken_version(folder: Path, breakage: Callable[[dict], dict]) -> Non
 def test_a_new_version_is_served_by_every_worker_without_a_failed_request(tmp_path: Path):
     repository = tmp_path / "models"
     shutil.copytree(SHIPPED, repository)
+    shutil.rmtree(repository / "mnist" / "2")  # version 2 (version 1 with its digit detector) arrives under load
     log = (tmp_path / "server.log").open("w")
     process, url = start_service(
         log,
@@ -137,7 +138,7 @@ def test_a_new_version_is_served_by_every_worker_without_a_failed_request(tmp_pa
             _wait_for(lambda: load.versions[("mnist", 1)] >= ANSWERS_PER_VERSION, WAIT_SECONDS, "answers from v1")
             # A plain recursive copy, as an operator would make: for a moment the folder holds
             # a part of the files, which must be refused until the copy is complete.
-            shutil.copytree(SHIPPED / "mnist" / "1", repository / "mnist" / "2")
+            shutil.copytree(SHIPPED / "mnist" / "2", repository / "mnist" / "2")
             _wait_for(
                 lambda: _gauge(url, "mnist_model_info", model="mnist", version="1") == 0,
                 WAIT_SECONDS,

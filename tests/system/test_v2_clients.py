@@ -73,13 +73,13 @@ def test_tritonclient_sees_a_live_ready_server_and_its_models(triton_client):
     assert triton_client.is_server_live()
     assert triton_client.is_server_ready()
     assert triton_client.is_model_ready("mnist")
-    assert triton_client.is_model_ready("mnist", model_version="1")
+    assert triton_client.is_model_ready("mnist", model_version="2")
     assert not triton_client.is_model_ready("no-such-model")
     server = triton_client.get_server_metadata()
     assert server["name"] == "mnist-serve"
     assert "binary_tensor_data" in server["extensions"]
     metadata = triton_client.get_model_metadata("mnist")
-    assert metadata["versions"] == ["1"]
+    assert metadata["versions"] == ["2"]
     assert [(tensor["name"], tensor["datatype"]) for tensor in metadata["inputs"]] == [
         ("input", "FP32"),
         ("image", "UINT8"),
@@ -99,12 +99,12 @@ def test_tritonclient_uint8_input_requested_outputs_and_request_id(triton_client
     tensor = triton.InferInput("image", list(images.shape), "UINT8")
     tensor.set_data_from_numpy(images)
     result = triton_client.infer(
-        "mnist", [tensor], outputs=[triton.InferRequestedOutput("label")], request_id="five-digits", model_version="1"
+        "mnist", [tensor], outputs=[triton.InferRequestedOutput("label")], request_id="five-digits", model_version="2"
     )
     assert result.as_numpy("label").tolist() == [7, 2, 1, 0, 4]
     assert result.as_numpy("probabilities") is None
     response = result.get_response()
-    assert (response["id"], response["model_name"], response["model_version"]) == ("five-digits", "mnist", "1")
+    assert (response["id"], response["model_name"], response["model_version"]) == ("five-digits", "mnist", "2")
 
 
 def test_tritonclient_reports_the_servers_error_message(triton_client):

@@ -30,7 +30,7 @@ from app.errors import (
 )
 from app.http.security import check_credentials
 from app.inference.classifier import DigitClassifier
-from app.inference.pipeline import InferenceCore
+from app.inference.pipeline import Classification, InferenceCore
 from app.observability import metrics
 from app.observability.logs import access_log
 from app.protocols.grpc import messages
@@ -65,7 +65,12 @@ GRPC_CODES: dict[type[ClientError], grpc.StatusCode] = {
 }
 # Room in a message for what is not tensor bytes: names, shapes, parameters, protobuf framing.
 MESSAGE_OVERHEAD_BYTES = 64 * 1024
-_TYPED_CONTENTS = {"FP32": "fp32_contents", "UINT8": "uint_contents", "INT64": "int64_contents"}
+_TYPED_CONTENTS = {
+    "FP32": "fp32_contents",
+    "UINT8": "uint_contents",
+    "INT64": "int64_contents",
+    "BOOL": "bool_contents",
+}
 
 
 def grpc_code(error: ClientError) -> grpc.StatusCode:
@@ -189,7 +194,7 @@ class InferenceService:
             inputs=len(result.classes),
             classes="".join(map(str, result.classes.tolist())),
         )
-        return infer_response(request, classifier, outputs, result.probabilities, result.classes)
+        return infer_response(request, classifier, outputs, result)
 
 
 def _record(
@@ -252,10 +257,9 @@ def infer_response(
     request: Any,
     classifier: DigitClassifier,
     outputs: Iterable[RequestedOutput],
-    probabilities: np.ndarray,
-    labels: np.ndarray,
+    result: Classification,
 ) -> Any:
-    arrays = output_arrays(probabilities, labels)
+    arrays = output_arrays(result)
     raw = bool(request.raw_input_contents)
     response = messages.ModelInferResponse(
         model_name=classifier.info.name, model_version=str(classifier.info.version), id=request.id

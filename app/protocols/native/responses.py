@@ -1,6 +1,7 @@
 """From a classification to the JSON bodies the native prediction endpoints return."""
 
 import base64
+import math
 from typing import Any
 
 import cv2
@@ -12,12 +13,27 @@ PNG_DATA_URL_PREFIX = "data:image/png;base64,"
 
 
 def prediction_bodies(result: Classification, with_input_images: bool = False) -> list[dict[str, Any]]:
-    """`{"class", "confidence", "scores", "model", "version"}` per classified image, in order; with
-    `input_image` too when asked for."""
+    """`{"class", "confidence", "scores", "verdict", "digit_probability", "model", "version"}` per
+    classified image, in order; with `input_image` too when asked for."""
     info = result.classifier.info
+    rows = zip(
+        result.classes.tolist(),
+        result.probabilities.tolist(),
+        result.verdicts,
+        result.digit_probabilities.tolist(),
+        strict=True,
+    )
     bodies = [
-        {"class": predicted, "confidence": row[predicted], "scores": row, "model": info.name, "version": info.version}
-        for predicted, row in zip(result.classes.tolist(), result.probabilities.tolist(), strict=True)
+        {
+            "class": predicted,
+            "confidence": scores[predicted],
+            "scores": scores,
+            "verdict": verdict,
+            "digit_probability": None if math.isnan(digit_probability) else digit_probability,
+            "model": info.name,
+            "version": info.version,
+        }
+        for predicted, scores, verdict, digit_probability in rows
     ]
     if with_input_images:
         for body, view in zip(bodies, result.network_views(), strict=True):

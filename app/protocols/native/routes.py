@@ -14,7 +14,7 @@ from app.errors import BadBatchError, MissingFieldError
 from app.http.front import annotate_request
 from app.http.limits import MULTIPART_OVERHEAD_BYTES, BodyRule
 from app.http.routing import RequestBody, post_with_body
-from app.inference.classifier import DigitClassifier
+from app.inference.classifier import Detector, DigitClassifier
 from app.inference.decode import ACCEPTED_DESCRIPTION
 from app.inference.pipeline import ModelStatus, Upload
 from app.observability import metrics, tracing
@@ -257,7 +257,14 @@ def describe_version(classifier: DigitClassifier) -> dict[str, Any]:
         "temperature": info.temperature,
         "torch_version": info.torch_version,
         "input_contract": (info.metadata or {}).get("input_contract", CONTRACT_DESCRIPTION),
+        "detector": _describe_detector(classifier.detector),
     }
+
+
+def _describe_detector(detector: Detector | None) -> dict[str, Any] | None:
+    if detector is None:
+        return None
+    return {"architecture": detector.network.layers, "weights_sha256": detector.sha256, "threshold": detector.threshold}
 
 
 @model_router.get(

@@ -13,7 +13,15 @@ class Prediction(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
         json_schema_extra={
-            "example": {"class": 7, "confidence": 0.99827, "scores": _EXAMPLE_SCORES, "model": "mnist", "version": 1}
+            "example": {
+                "class": 7,
+                "confidence": 0.99827,
+                "scores": _EXAMPLE_SCORES,
+                "verdict": "digit",
+                "digit_probability": 0.9993,
+                "model": "mnist",
+                "version": 2,
+            }
         },
     )
 
@@ -23,6 +31,15 @@ class Prediction(BaseModel):
         min_length=NUM_CLASSES,
         max_length=NUM_CLASSES,
         description="softmax probabilities of the digits 0-9 in order; they sum to 1",
+    )
+    verdict: Literal["digit", "unsure", "not_a_digit"] = Field(
+        description="not_a_digit when the version's detector says the image is no digit at all (class and "
+        "scores are still given); else unsure when confidence is under UNSURE_BELOW; else digit"
+    )
+    digit_probability: float | None = Field(
+        ge=0,
+        le=1,
+        description="the detector's probability that the image is a digit at all; null for a version without one",
     )
     model: str = Field(description="the model that answered")
     version: int = Field(description="the version of that model that answered")
@@ -51,6 +68,12 @@ class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
 
 
+class DetectorDescription(BaseModel):
+    architecture: str = Field(examples=["784 -> 512 -> ReLU -> 2 (not a digit, a digit)"])
+    weights_sha256: str
+    threshold: float = Field(ge=0, le=1, description="below this digit probability the answer is not_a_digit")
+
+
 class VersionDescription(BaseModel):
     version: int
     architecture: str = Field(examples=["784 -> 50 -> ReLU -> 10"], description="the network's layers")
@@ -70,6 +93,9 @@ class VersionDescription(BaseModel):
     )
     torch_version: str
     input_contract: dict[str, Any]
+    detector: DetectorDescription | None = Field(
+        description="the version's digit detector (detector.pt), which answers not_a_digit; null if it has none"
+    )
 
 
 class ModelDescription(VersionDescription):

@@ -180,7 +180,7 @@ async def infer(
     else:
         result = await core.classify_inputs(classifier, parsed.array)
     info = classifier.info
-    body, headers = encode_infer_response(parsed, info.name, info.version, result.probabilities, result.classes)
+    body, headers = encode_infer_response(parsed, result)
     annotate_request(
         request,
         model=info.name,

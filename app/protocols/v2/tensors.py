@@ -20,6 +20,8 @@ import orjson
 
 from app.errors import ClientError
 from app.http.limits import human_bytes
+from app.inference.classifier import NOT_A_DIGIT
+from app.inference.pipeline import Classification
 from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, NUM_CLASSES
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -68,6 +70,14 @@ MODEL_INPUTS = (
 MODEL_OUTPUTS = (
     TensorSpec("probabilities", "FP32", (-1, NUM_CLASSES), "<f4", "softmax probabilities of the digits 0-9"),
     TensorSpec("label", "INT64", (-1,), "<i8", "the most probable digit"),
+    TensorSpec(
+        "digit_probability",
+        "FP32",
+        (-1,),
+        "<f4",
+        "the version's detector's probability that the input is a digit at all (NaN without a detector)",
+    ),
+    TensorSpec("is_digit", "BOOL", (-1,), "|b1", "false where the version's detector says the input is not a digit"),
 )
 _INPUTS = {spec.name: spec for spec in MODEL_INPUTS}
 _OUTPUTS = {spec.name: spec for spec in MODEL_OUTPUTS}
@@ -328,20 +338,24 @@ def requested_output(
     return RequestedOutput(name, binary_by_default if binary is None else binary)
 
 
-def output_arrays(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+def output_arrays(result: Classification) -> dict[str, np.ndarray]:
     """Each output by name, in its datatype's little-endian form."""
-    return {"probabilities": probabilities.astype("<f4", copy=False), "label": labels.astype("<i8", copy=False)}
+    return {
+        "probabilities": result.probabilities.astype("<f4", copy=False),
+        "label": result.classes.astype("<i8", copy=False),
+        "digit_probability": result.digit_probabilities.astype("<f4", copy=False),
+        "is_digit": np.array([verdict != NOT_A_DIGIT for verdict in result.verdicts], dtype="|b1"),
+    }
 
 
 def output_datatype(name: str) -> str:
     return _OUTPUTS[name].datatype
 
 
-def encode_infer_response(
-    request: InferRequest, model_name: str, model_version: int, probabilities: np.ndarray, labels: np.ndarray
-) -> tuple[bytes, dict[str, str]]:
+def encode_infer_response(request: InferRequest, result: Classification) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers: JSON, followed by the binary outputs when any were asked for."""
-    arrays = output_arrays(probabilities, labels)
+    arrays = output_arrays(result)
+    model_name, model_version = result.classifier.info.name, result.classifier.info.version
     outputs, tails = [], []
     for requested in request.outputs:
         array = arrays[requested.name]
