@@ -2,23 +2,30 @@
 
 Starts the real service (`python -m app`, one worker, the repository's models/), sends every file
 of every case (bench/robust_cases.py) as multipart `files` to `/predict/batch?model=<name>` in
-batches of at most 64, for each model, and prints the accuracy and the expected calibration error
-(15 bins, of the scores as served) per case and model as a markdown table. Results go to
-bench/robust_results.json.
+batches of at most 64, for each model, and prints the accuracy, the expected calibration error
+(15 bins, of the scores as served) and the share of digits wrongly turned away as not digits, per
+case and model, as a markdown table. Then the same for pictures that are not digits
+(bench/nondigit_cases.py): the share each model turns away (answered not_a_digit, or refused as
+holding no digit at all). Results go to bench/robust_results.json.
 """
 
 import argparse
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import date
 from functools import partial
+from http import HTTPStatus
 from pathlib import Path
 
 import numpy as np
 from harness import MULTIPART_TYPE, REPO, WORK, multipart, serving, start_service
 from machine import describe_machine
+from nondigit_cases import KINDS as NON_DIGIT_KINDS
+from nondigit_cases import PICTURES_PER_KIND, build_kinds
 from robust_cases import DIGITS_PER_CASE, SELECTION_SEED, Case, build_cases
 
 from training.calibrate import expected_calibration_error
@@ -28,6 +35,7 @@ DATA_DIRS = (REPO.parent / "shared" / "datasets", REPO / "dataset")
 MODELS = ("mnist", "mnist-cnn", "mnist-reference")
 MAX_FILES_PER_REQUEST = 64  # the service's MAX_BATCH
 MAX_BYTES_PER_REQUEST = 4 << 20  # well inside its MAX_BATCH_BYTES
+NO_DIGIT_FOUND = "no digit found"  # how the service's 400 for a picture without strokes begins
 
 
 def batches(files: list[bytes]) -> list[list[bytes]]:
@@ -43,16 +51,48 @@ def batches(files: list[bytes]) -> list[list[bytes]]:
     return runs
 
 
-def predict_scores(base_url: str, model: str, files: list[bytes]) -> np.ndarray:
-    """The served scores (N, 10) of each file, as /predict/batch answers them."""
-    scores = []
+@dataclass
+class Answers:
+    """What the service said of each file: scores and verdict, or None where it found no digit at all."""
+
+    scores: list[list[float] | None]
+    verdicts: list[str | None]
+
+    def turned_away(self) -> float:
+        """Percent of files answered not_a_digit, or refused as holding no digit (400 "no digit found")."""
+        return 100 * sum(verdict in (None, "not_a_digit") for verdict in self.verdicts) / len(self.verdicts)
+
+
+def predict(base_url: str, model: str, files: list[bytes]) -> Answers:
+    """Every file through /predict/batch; a batch refused (a file with no digit at all, say) file by file."""
+    answers = Answers([], [])
     for run in batches(files):
-        body = multipart("files", [(f"case-{index}", data) for index, data in enumerate(run)])
-        url = f"{base_url}/predict/batch?model={model}"
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": MULTIPART_TYPE})  # noqa: S310
-        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (http://127.0.0.1, harness)
-            scores.extend(prediction["scores"] for prediction in json.load(response)["predictions"])
-    return np.array(scores)
+        try:
+            predictions = _post_files(f"{base_url}/predict/batch?model={model}", "files", run)["predictions"]
+        except urllib.error.HTTPError as error:
+            if error.code != HTTPStatus.BAD_REQUEST:
+                raise
+            predictions = [_predict_one(f"{base_url}/predict?model={model}", data) for data in run]
+        answers.scores.extend(None if answer is None else answer["scores"] for answer in predictions)
+        answers.verdicts.extend(None if answer is None else answer["verdict"] for answer in predictions)
+    return answers
+
+
+def _predict_one(url: str, data: bytes) -> dict | None:
+    """The prediction, or None where the service found no digit at all in the picture (400)."""
+    try:
+        return _post_files(url, "file", [data])
+    except urllib.error.HTTPError as error:
+        if error.code != HTTPStatus.BAD_REQUEST or not json.load(error)["detail"].startswith(NO_DIGIT_FOUND):
+            raise
+        return None
+
+
+def _post_files(url: str, field: str, files: list[bytes]) -> dict:
+    body = multipart(field, [(f"file-{index}", data) for index, data in enumerate(files)])
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": MULTIPART_TYPE})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (http://127.0.0.1, harness)
+        return json.load(response)
 
 
 def describe_models(base_url: str, models: tuple[str, ...]) -> dict[str, dict]:
@@ -67,31 +107,51 @@ def describe_models(base_url: str, models: tuple[str, ...]) -> dict[str, dict]:
     return described
 
 
-def run(cases: list[Case], models: tuple[str, ...]) -> dict:
+def run(cases: list[Case], non_digits: dict[str, list[bytes]], models: tuple[str, ...]) -> dict:
     with serving(partial(start_service, "mnist-serve", WORK / "robust-service.log", LOG_LEVEL="warning")) as server:
         base_url = server.url.removesuffix("/predict")
         described = describe_models(base_url, models)
-        rows = []
-        for case in cases:
-            started = time.perf_counter()
-            scores = {model: predict_scores(base_url, model, case.files) for model in models}
-            seconds = time.perf_counter() - started
-            correct = {model: int((served.argmax(axis=1) == case.labels).sum()) for model, served in scores.items()}
-            ece = {model: round(expected_calibration_error(served, case.labels), 2) for model, served in scores.items()}
-            rows.append(
-                {
-                    "case": case.name,
-                    "description": case.description,
-                    "files": len(case.files),
-                    "correct": correct,
-                    "accuracy": {model: round(100 * count / len(case.files), 1) for model, count in correct.items()},
-                    "ece_percent": ece,
-                    "seconds": round(seconds, 2),
-                }
-            )
-            shown = ", ".join(f"{m} {a} % (ECE {ece[m]:.2f} %)" for m, a in rows[-1]["accuracy"].items())
-            print(f"{case.name}: {shown}", file=sys.stderr)
-    return {"models": described, "cases": rows}
+        rows = [_digit_case(base_url, case, models) for case in cases]
+        kinds = [_non_digit_kind(base_url, kind, files, models) for kind, files in non_digits.items()]
+    return {"models": described, "cases": rows, "non_digits": kinds}
+
+
+def _digit_case(base_url: str, case: Case, models: tuple[str, ...]) -> dict:
+    started = time.perf_counter()
+    answers = {model: predict(base_url, model, case.files) for model in models}
+    seconds = time.perf_counter() - started
+    scores = {model: np.array(answer.scores) for model, answer in answers.items()}
+    correct = {model: int((served.argmax(axis=1) == case.labels).sum()) for model, served in scores.items()}
+    ece = {model: round(expected_calibration_error(served, case.labels), 2) for model, served in scores.items()}
+    row = {
+        "case": case.name,
+        "description": case.description,
+        "files": len(case.files),
+        "correct": correct,
+        "accuracy": {model: round(100 * count / len(case.files), 1) for model, count in correct.items()},
+        "ece_percent": ece,
+        "turned_away_percent": {model: round(answer.turned_away(), 1) for model, answer in answers.items()},
+        "seconds": round(seconds, 2),
+    }
+    shown = ", ".join(
+        f"{m} {a} % (ECE {ece[m]:.2f} %, turned away {row['turned_away_percent'][m]} %)"
+        for m, a in row["accuracy"].items()
+    )
+    print(f"{case.name}: {shown}", file=sys.stderr)
+    return row
+
+
+def _non_digit_kind(base_url: str, kind: str, files: list[bytes], models: tuple[str, ...]) -> dict:
+    answers = {model: predict(base_url, model, files) for model in models}
+    row = {
+        "kind": kind,
+        "description": next(description for name, description, _, _ in NON_DIGIT_KINDS if name == kind),
+        "files": len(files),
+        "turned_away_percent": {model: round(answer.turned_away(), 1) for model, answer in answers.items()},
+        "no_digit_found": {model: answer.verdicts.count(None) for model, answer in answers.items()},
+    }
+    print(f"non-digits, {kind}: turned away {row['turned_away_percent']}", file=sys.stderr)
+    return row
 
 
 def markdown_table(results: dict, models: tuple[str, ...]) -> str:
@@ -100,8 +160,24 @@ def markdown_table(results: dict, models: tuple[str, ...]) -> str:
         "| --- | --- | " + " | ".join("---" for _ in models) + " |",
     ]
     for row in results["cases"]:
-        scores = " | ".join(f"{row['accuracy'][model]:.1f} % (ECE {row['ece_percent'][model]:.2f})" for model in models)
+        scores = " | ".join(
+            f"{row['accuracy'][model]:.1f} % (ECE {row['ece_percent'][model]:.2f}, "
+            f"turned away {row['turned_away_percent'][model]:.1f} %)"
+            for model in models
+        )
         lines.append(f"| {row['case']} | {row['description']} | {scores} |")
+    lines += [
+        "",
+        "| non-digits | what the files are | " + " | ".join(f"`{model}` turned away" for model in models) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in models) + " |",
+    ]
+    for row in results["non_digits"]:
+        shown = " | ".join(f"{row['turned_away_percent'][model]:.1f} %" for model in models)
+        lines.append(f"| {row['kind']} | {row['description']} | {shown} |")
+    averages = " | ".join(
+        f"{np.mean([row['turned_away_percent'][model] for row in results['non_digits']]):.1f} %" for model in models
+    )
+    lines.append(f"| **average** | | {averages} |")
     return "\n".join(lines)
 
 
@@ -121,6 +197,7 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="folder holding MNIST/raw/")
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="served models to compare")
     parser.add_argument("--count", type=int, default=DIGITS_PER_CASE, help="test digits per case")
+    parser.add_argument("--non-digits", type=int, default=PICTURES_PER_KIND, help="pictures per non-digit kind")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "robust_results.json")
     args = parser.parse_args()
     try:
@@ -131,12 +208,14 @@ def main() -> int:
     models = tuple(args.models)
     started = time.perf_counter()
     cases = build_cases(test_split.images.numpy(), test_split.labels.numpy(), args.count)
+    non_digits = build_kinds(args.non_digits)
     generated = time.perf_counter() - started
-    results = run(cases, models)
+    results = run(cases, non_digits, models)
     results.update(
         date=date.today().isoformat(),
         machine=describe_machine(),
         digits_per_case=args.count,
+        non_digits_per_kind=args.non_digits,
         selection_seed=SELECTION_SEED,
         seconds_to_generate=round(generated, 1),
     )
