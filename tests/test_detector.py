@@ -22,6 +22,8 @@ from tests.conftest import make_client
 from tests.helpers import REPO_ROOT, png_of
 from tests.test_gate import GATE
 from tests.test_observability import _samples, _value
+from training.data import load_mnist
+from training.detector import DetectorConfig, publish_with_detector, train_detector
 from training.nondigits import KINDS, non_digits
 
 MODELS = REPO_ROOT / "models"
@@ -181,3 +183,33 @@ def test_the_non_digit_generator_is_deterministic_and_takes_the_kinds_in_turn():
     assert (first.shape, first.dtype) == ((2 * len(KINDS), 28, 28), np.uint8)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, non_digits(2 * len(KINDS), seed=6))
+
+
+def test_training_publishes_the_next_version_with_the_detector_and_the_service_loads_it(tmp_path, tiny_mnist):
+    repository = tmp_path / "models"
+    shutil.copytree(MODELS / "mnist" / "1", repository / "mnist" / "1")
+    train_split, test_split = load_mnist(tiny_mnist, download=False)
+    config = DetectorConfig(hidden_size=8, epochs=1, non_digits=600, held_out_digits=100)
+    trained = train_detector(train_split, test_split, config)
+    published = publish_with_detector(repository, "mnist", trained, config)
+
+    assert published == repository / "mnist" / "2"
+    assert sorted(path.name for path in published.iterdir()) == sorted(
+        [*(path.name for path in (MODELS / "mnist" / "1").iterdir()), DETECTOR_FILENAME]
+    )
+    assert (published / "model.pt").read_bytes() == (MODELS / "mnist" / "1" / "model.pt").read_bytes()
+    declared = json.loads((published / "model.json").read_text())["detector"]
+    assert declared["architecture"]["class"] == "DigitDetector"
+    assert declared["architecture"]["parameters"] == {"hidden_size": 8}
+    assert declared["weights"]["sha256"] == file_sha256(published / DETECTOR_FILENAME)
+    assert declared["threshold"] == trained.threshold
+    assert set(declared["measured"]["held_out_non_digits_turned_away"]) == set(KINDS)
+    classifier = load_classifier(published / "model.pt", "cpu", name="mnist", version=2)
+    assert (classifier.detector.threshold, classifier.detector.sha256) == (
+        trained.threshold,
+        declared["weights"]["sha256"],
+    )
+    # The threshold keeps the held-out share of the digits it was placed on.
+    held_out = train_split.hold_out(config.held_out_digits, config.seed)[1]
+    kept = ~classifier.turned_away(_digit_probabilities(classifier, held_out.images.numpy()))
+    assert kept.mean() >= config.keep_share - 1 / config.held_out_digits
