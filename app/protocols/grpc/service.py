@@ -29,7 +29,6 @@ from app.errors import (
     UnauthorizedError,
 )
 from app.http.security import check_credentials
-from app.inference.classifier import DigitClassifier
 from app.inference.pipeline import Classification, InferenceCore
 from app.observability import metrics
 from app.observability.logs import access_log
@@ -194,7 +193,7 @@ class InferenceService:
             inputs=len(result.classes),
             classes="".join(map(str, result.classes.tolist())),
         )
-        return infer_response(request, classifier, outputs, result)
+        return infer_response(request, outputs, result)
 
 
 def _record(
@@ -253,17 +252,11 @@ def requested_outputs(request: Any) -> tuple[RequestedOutput, ...]:
     return tuple(requested)
 
 
-def infer_response(
-    request: Any,
-    classifier: DigitClassifier,
-    outputs: Iterable[RequestedOutput],
-    result: Classification,
-) -> Any:
+def infer_response(request: Any, outputs: Iterable[RequestedOutput], result: Classification) -> Any:
     arrays = output_arrays(result)
     raw = bool(request.raw_input_contents)
-    response = messages.ModelInferResponse(
-        model_name=classifier.info.name, model_version=str(classifier.info.version), id=request.id
-    )
+    info = result.classifier.info
+    response = messages.ModelInferResponse(model_name=info.name, model_version=str(info.version), id=request.id)
     for output in outputs:
         array = arrays[output.name]
         datatype = output_datatype(output.name)
