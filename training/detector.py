@@ -26,7 +26,7 @@ from mnist_core.architectures import DeclaredNetwork
 from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, pixels_to_input
 from mnist_core.detector import DETECTOR_FILENAME, DIGIT_DETECTOR, DIGIT_OUTPUT
 from mnist_core.files import WEIGHTS_FILENAME, metadata_path_for, version_numbers
-from training.artifacts import atomic_write_bytes, save_weights
+from training.artifacts import save_weights, write_metadata
 from training.augment import AugmentConfig, augment
 from training.data import DatasetError, MnistSplit, load_mnist
 from training.nondigits import KINDS, non_digits
@@ -152,7 +152,7 @@ def publish_with_detector(repository: Path, model: str, trained: TrainedDetector
         weights = staging / WEIGHTS_FILENAME
         metadata = json.loads(metadata_path_for(weights).read_text())
         metadata["detector"] = detector_metadata(trained, config, sha256)
-        atomic_write_bytes(metadata_path_for(weights), (json.dumps(metadata, indent=2) + "\n").encode())
+        write_metadata(weights, metadata)
         return publish_as_next_version(staging, repository, model)
 
 
