@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.inference.classifier import DigitClassifier, ModelLoadError, load_classifier
+from app.inference.classifier import DigitClassifier, ModelLoadError, load_classifier, split_assessment
 from app.repository.gate import CanarySet
 from app.repository.layout import scan_repository
 from app.repository.registry import ModelRepository
@@ -43,7 +43,7 @@ def _load(folder: Path) -> DigitClassifier:
 
 
 def _digit_probabilities(classifier: DigitClassifier, pixels: np.ndarray) -> np.ndarray:
-    return classifier.assess_inputs(pixels_to_input(pixels))[:, -1]
+    return split_assessment(classifier.assess_inputs(pixels_to_input(pixels)))[1]
 
 
 def _copy_with_detector(tmp_path: Path, change: Callable[[dict[str, Any]], None] | None = None) -> Path:

@@ -105,7 +105,8 @@ class DigitClassifier:
 
     def assess_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """float32 inputs (N, 784) -> (N, 11): the softmax probabilities of the ten digits, then the
-        detector's probability that the input is a digit at all (NaN where the version has none)."""
+        detector's probability that the input is a digit at all (NaN where the version has none);
+        split_assessment takes the two apart."""
         assessed = np.empty((len(inputs), NUM_CLASSES + 1), dtype=np.float32)
         assessed[:, :NUM_CLASSES] = self.probabilities_of_inputs(inputs)
         if self.detector is None:
@@ -113,6 +114,11 @@ class DigitClassifier:
         else:
             assessed[:, NUM_CLASSES] = self.detector.scores(inputs)[:, DIGIT_OUTPUT]
         return assessed
+
+
+def split_assessment(assessed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """assess_inputs' rows (N, 11) -> the class probabilities (N, 10) and the digit probabilities (N,)."""
+    return assessed[:, :NUM_CLASSES], assessed[:, NUM_CLASSES]
 
 
 def load_classifier(

@@ -14,12 +14,12 @@ import numpy as np
 
 from app.errors import ClientError
 from app.inference.batching import MicroBatcher
-from app.inference.classifier import DIGIT, NOT_A_DIGIT, UNSURE, DigitClassifier
+from app.inference.classifier import DIGIT, NOT_A_DIGIT, UNSURE, DigitClassifier, split_assessment
 from app.inference.decode import OpenedImage, gray_pixels, open_upload, pixel_count
 from app.inference.preprocess import to_digit_pixels
 from app.observability import tracing
 from app.repository.registry import ModelRepository, Refusal, ServedModel
-from mnist_core.contract import IMAGE_SIDE, NUM_CLASSES, pixels_to_input
+from mnist_core.contract import IMAGE_SIDE, pixels_to_input
 
 # Up to a full batch of MNIST-sized digits: sending that little work to a thread costs more in
 # hops and GIL hand-overs than it spares the event loop. Larger requests (V2 tensors may carry
@@ -135,10 +135,11 @@ class InferenceCore:
             assessed = batcher.run_now(inputs)
         else:
             assessed = await batcher.assess(inputs)
-        probabilities, digit_probabilities = assessed[:, :NUM_CLASSES], assessed[:, NUM_CLASSES]
+        probabilities, digit_probabilities = split_assessment(assessed)
         classes = probabilities.argmax(axis=1)
-        verdicts = self._verdicts(classifier, probabilities.max(axis=1), digit_probabilities)
-        _count(classifier, classes, probabilities, verdicts)
+        confidences = probabilities.max(axis=1)
+        verdicts = self._verdicts(classifier, confidences, digit_probabilities)
+        _count(classifier, classes, confidences, verdicts)
         return Classification(classifier, probabilities, classes, digit_probabilities, verdicts, inputs)
 
     def _verdicts(
@@ -183,12 +184,12 @@ class InferenceCore:
         return digits
 
 
-def _count(classifier: DigitClassifier, classes: np.ndarray, probabilities: np.ndarray, verdicts: list[str]) -> None:
+def _count(classifier: DigitClassifier, classes: np.ndarray, confidences: np.ndarray, verdicts: list[str]) -> None:
     """Each prediction in the version's metrics: its class, its confidence and its verdict."""
     for predicted, count in enumerate(np.bincount(classes, minlength=len(classifier.prediction_counters)).tolist()):
         if count:
             classifier.prediction_counters[predicted].inc(count)
-    for confidence in probabilities.max(axis=1).tolist():
+    for confidence in confidences.tolist():
         classifier.confidence_histogram.observe(confidence)
     for verdict in verdicts:
         if verdict != DIGIT:

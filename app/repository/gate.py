@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.inference.classifier import DigitClassifier
-from mnist_core.contract import NUM_CLASSES, pixels_to_input
+from app.inference.classifier import DigitClassifier, split_assessment
+from mnist_core.contract import pixels_to_input
 
 CANARY_PATH = Path(__file__).with_name("canary.npz")
 
@@ -37,9 +37,9 @@ class CanarySet:
     def accuracy(self, classifier: DigitClassifier) -> float:
         """Percent of the canary digits the version names right, through its input contract, and its
         digit detector (if it has one) does not turn away: a detector that refuses digits fails here."""
-        assessed = classifier.assess_inputs(pixels_to_input(self.images))
-        named_right = assessed[:, :NUM_CLASSES].argmax(axis=1) == self.labels
-        kept = ~classifier.turned_away(assessed[:, NUM_CLASSES])
+        probabilities, digit_probabilities = split_assessment(classifier.assess_inputs(pixels_to_input(self.images)))
+        named_right = probabilities.argmax(axis=1) == self.labels
+        kept = ~classifier.turned_away(digit_probabilities)
         return 100.0 * float(np.mean(named_right & kept))
 
 
