@@ -19,9 +19,10 @@ from mnist_core.contract import pixels_to_input
 from mnist_core.detector import DETECTOR_FILENAME
 from mnist_core.files import file_sha256
 from tests.conftest import make_client
-from tests.helpers import REPO_ROOT, png_of
+from tests.helpers import REPO_ROOT, png_of, train_args
 from tests.test_gate import GATE
 from tests.test_observability import _samples, _value
+from training.cli import main as training_main
 from training.data import load_mnist
 from training.detector import DetectorConfig, publish_with_detector, train_detector
 from training.nondigits import KINDS, non_digits
@@ -213,3 +214,42 @@ def test_training_publishes_the_next_version_with_the_detector_and_the_service_l
     held_out = train_split.hold_out(config.held_out_digits, config.seed)[1]
     kept = ~classifier.turned_away(_digit_probabilities(classifier, held_out.images.numpy()))
     assert kept.mean() >= config.keep_share - 1 / config.held_out_digits
+
+
+def test_a_retrained_network_carries_an_existing_versions_detector_over(tmp_path, tiny_mnist):
+    source = MODELS / "mnist" / "2"
+    out = tmp_path / "mnist" / "3"
+    assert (
+        training_main(train_args(tiny_mnist, "--recipe", "robust", "--detector-from", str(source), "--out", str(out)))
+        == 0
+    )
+
+    assert (out / DETECTOR_FILENAME).read_bytes() == (source / DETECTOR_FILENAME).read_bytes()
+    carried = json.loads((out / "model.json").read_text())["detector"]
+    assert carried == json.loads((source / "model.json").read_text())["detector"]
+    classifier = load_classifier(out / "model.pt", "cpu", name="mnist", version=3)
+    assert (classifier.detector.threshold, classifier.detector.sha256) == (
+        carried["threshold"],
+        carried["weights"]["sha256"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("1", "--detector-from {source}: no detector to carry over"),
+        ("tampered", "--detector-from {source}: detector.pt does not match the sha256 model.json records for it"),
+    ],
+)
+def test_carrying_a_detector_over_from_a_version_without_a_sound_one_is_refused_before_training(
+    tmp_path, tiny_mnist, capsys, source, expected
+):
+    folder = MODELS / "mnist" / source
+    if source == "tampered":
+        folder = tmp_path / "tampered"
+        shutil.copytree(MODELS / "mnist" / "2", folder)
+        (folder / DETECTOR_FILENAME).write_bytes(b"not the detector")
+    out = tmp_path / "out"
+    assert training_main(train_args(tiny_mnist, "--detector-from", str(folder), "--out", str(out))) == 2
+    assert expected.format(source=folder) in capsys.readouterr().err
+    assert not out.exists()

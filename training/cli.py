@@ -14,6 +14,7 @@ from training import plots
 from training.artifacts import build_metadata, save_weights, write_metadata
 from training.calibrate import Calibration, calibrate
 from training.data import DatasetError, MnistSplit, load_mnist
+from training.detector import CarriedDetector, carried_detector
 from training.evaluate import Evaluation, evaluate, format_report, predict_classes
 from training.recipes import RECIPES, REFERENCE
 from training.train import EpochResult, TrainConfig, TrainResult, contract_inputs, train
@@ -85,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
         "for example models/mnist/2",
     )
     output.add_argument("--force", action="store_true", help="replace the --out folder if it already exists")
+    output.add_argument(
+        "--detector-from",
+        type=Path,
+        default=None,
+        metavar="VERSION_FOLDER",
+        help="publish the digit detector of this version (for example models/mnist/2) unchanged beside the new "
+        "network (default: none; `python -m training.detector` trains one)",
+    )
     hyper = parser.add_argument_group("overriding the recipe (the defaults are the recipe's)")
     hyper.add_argument("--epochs", type=_positive_int, default=None, help="passes over the training set")
     hyper.add_argument("--batch-size", type=_positive_int, default=None, help="images per step")
@@ -164,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.recipe]
     try:
         destination = _destination(args, recipe.model_name)
+        detector = None if args.detector_from is None else carried_detector(args.detector_from)
         device = resolve_device(args.device)
         train_split, test_split = load_mnist(args.data_dir, download=not args.no_download)
     except (DeviceUnavailableError, DatasetError, VersionFolderError) as error:
@@ -209,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with staging_folder(model_folder) as staging:
             sha256 = _write_outputs(
-                staging, recipe.name, config, result, evaluation, calibration, test_split, test_inputs
+                staging, recipe.name, config, result, evaluation, calibration, detector, test_split, test_inputs
             )
             if destination is not None:
                 publish(staging, destination, force=args.force)
@@ -229,15 +239,19 @@ def _write_outputs(
     result: TrainResult,
     evaluation: Evaluation,
     calibration: Calibration | None,
+    detector: CarriedDetector | None,
     test_split: MnistSplit,
     test_inputs: torch.Tensor,
 ) -> str:
-    """The weights, their metadata and the pictures (a reliability diagram when calibrated), into `folder`;
-    returns the weights' sha256."""
+    """The weights, their metadata, the detector carried over if any, and the pictures (a reliability
+    diagram when calibrated), into `folder`; returns the weights' sha256."""
     device = next(result.model.parameters()).device
     weights_path = folder / WEIGHTS_FILENAME
     sha256 = save_weights(result.model, weights_path)
     metadata = build_metadata(recipe, config, result, evaluation, calibration, device, weights_path, sha256)
+    if detector is not None:
+        detector.write_into(folder)
+        metadata["detector"] = detector.declaration
     write_metadata(weights_path, metadata)
     predictions = predict_classes(result.model, test_inputs.to(device)).cpu()
     plots.save_figure(

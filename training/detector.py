@@ -6,10 +6,12 @@ trains one detector on MNIST training digits (augmented as the cnn recipe augmen
 thin, blurred and low-resolution digits count as digits) against generated non-digits
 (training/nondigits.py), places its threshold so that it keeps DetectorConfig.keep_share of
 training digits it never saw, and publishes, for each named model, a next version: the newest
-version's files unchanged, plus detector.pt and a "detector" section in model.json.
+version's files unchanged, plus detector.pt and a "detector" section in model.json. A classifier
+retrained later keeps it with `python -m training --detector-from <version folder>` (carried_detector).
 """
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -26,7 +28,7 @@ from mnist_core.architectures import DeclaredNetwork
 from mnist_core.contract import IMAGE_SIDE, INPUT_SIZE, pixels_to_input
 from mnist_core.detector import DETECTOR_FILENAME, DIGIT_DETECTOR, DIGIT_OUTPUT
 from mnist_core.files import WEIGHTS_FILENAME, metadata_path_for, version_numbers
-from training.artifacts import save_weights, write_metadata
+from training.artifacts import atomic_write_bytes, save_weights, write_metadata
 from training.augment import AugmentConfig, augment
 from training.data import DatasetError, MnistSplit, load_mnist
 from training.nondigits import KINDS, non_digits
@@ -136,6 +138,34 @@ def detector_metadata(trained: TrainedDetector, config: DetectorConfig, sha256: 
         },
         "measured": trained.measured,
     }
+
+
+@dataclass(frozen=True)
+class CarriedDetector:
+    """An existing version's detector, to publish unchanged beside a newly trained classifier."""
+
+    weights: bytes
+    declaration: dict[str, Any]  # its model.json section
+
+    def write_into(self, folder: Path) -> None:
+        atomic_write_bytes(folder / DETECTOR_FILENAME, self.weights)
+
+
+def carried_detector(version: Path) -> CarriedDetector:
+    """The detector of the version folder `version`, its file checked against the sha256 its model.json records."""
+    metadata_path = metadata_path_for(version / WEIGHTS_FILENAME)
+    try:
+        declaration = json.loads(metadata_path.read_text()).get("detector")
+        weights = (version / DETECTOR_FILENAME).read_bytes()
+    except (OSError, ValueError, AttributeError) as error:
+        raise VersionFolderError(f"--detector-from {version}: no detector to carry over ({error})") from None
+    recorded = (declaration or {}).get("weights", {}).get("sha256") if isinstance(declaration, dict) else None
+    if recorded != hashlib.sha256(weights).hexdigest():
+        raise VersionFolderError(
+            f"--detector-from {version}: {DETECTOR_FILENAME} does not match the sha256 {metadata_path.name} "
+            f"records for it ({recorded!r})"
+        )
+    return CarriedDetector(weights, declaration)
 
 
 def publish_with_detector(repository: Path, model: str, trained: TrainedDetector, config: DetectorConfig) -> Path:
