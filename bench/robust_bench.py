@@ -3,8 +3,10 @@
 Starts the real service (`python -m app`, one worker, the repository's models/), sends every file
 of every case (bench/robust_cases.py) as multipart `files` to `/predict/batch?model=<name>` in
 batches of at most 64, for each model, and prints the accuracy, the expected calibration error
-(15 bins, of the scores as served) and the share of digits wrongly turned away as not digits, per
-case and model, as a markdown table. Then the same for pictures that are not digits
+(15 bins) of the scores as served and of the same scores untempered (the version's temperature
+taken back out), and the share of digits wrongly turned away as not digits, per case and model,
+as a markdown table; then each model's reliability over every case together: in each band of
+served confidence, how often the answer was right. Then, for pictures that are not digits
 (bench/nondigit_cases.py): the share each model turns away (answered not_a_digit, or refused as
 holding no digit at all). Results go to bench/robust_results.json.
 """
@@ -28,7 +30,7 @@ from nondigit_cases import KINDS as NON_DIGIT_KINDS
 from nondigit_cases import PICTURES_PER_KIND, build_kinds
 from robust_cases import DIGITS_PER_CASE, SELECTION_SEED, Case, build_cases
 
-from training.calibrate import expected_calibration_error
+from training.calibrate import expected_calibration_error, reliability_bins, untempered
 from training.data import DatasetError, load_mnist, missing_files
 
 DATA_DIRS = (REPO.parent / "shared" / "datasets", REPO / "dataset")
@@ -36,6 +38,8 @@ MODELS = ("mnist", "mnist-cnn", "mnist-reference")
 MAX_FILES_PER_REQUEST = 64  # the service's MAX_BATCH
 MAX_BYTES_PER_REQUEST = 4 << 20  # well inside its MAX_BATCH_BYTES
 NO_DIGIT_FOUND = "no digit found"  # how the service's 400 for a picture without strokes begins
+# Bands of served confidence for the reliability table: where UNSURE_BELOW is chosen.
+CONFIDENCE_BANDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 def batches(files: list[bytes]) -> list[list[bytes]]:
@@ -103,7 +107,7 @@ def describe_models(base_url: str, models: tuple[str, ...]) -> dict[str, dict]:
     for model in models:
         entry = index[model]
         version = next(item for item in entry["versions"] if item["version"] == entry["default_version"])
-        described[model] = {key: version[key] for key in ("version", "weights_sha256", "test_accuracy")}
+        described[model] = {key: version[key] for key in ("version", "weights_sha256", "test_accuracy", "temperature")}
     return described
 
 
@@ -111,18 +115,47 @@ def run(cases: list[Case], non_digits: dict[str, list[bytes]], models: tuple[str
     with serving(partial(start_service, "mnist-serve", WORK / "robust-service.log", LOG_LEVEL="warning")) as server:
         base_url = server.url.removesuffix("/predict")
         described = describe_models(base_url, models)
-        rows = [_digit_case(base_url, case, models) for case in cases]
+        temperatures = {model: described[model]["temperature"] for model in models}
+        rows, scored = zip(*(_digit_case(base_url, case, models, temperatures) for case in cases), strict=True)
         kinds = [_non_digit_kind(base_url, kind, files, models) for kind, files in non_digits.items()]
-    return {"models": described, "cases": rows, "non_digits": kinds}
+    reliability = {
+        model: _reliability(
+            np.concatenate([per_model[model][0] for per_model in scored]),
+            np.concatenate([per_model[model][1] for per_model in scored]),
+        )
+        for model in models
+    }
+    return {"models": described, "cases": list(rows), "reliability": reliability, "non_digits": kinds}
 
 
-def _digit_case(base_url: str, case: Case, models: tuple[str, ...]) -> dict:
+def _reliability(probabilities: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """Per band of served confidence: its share of the answers, how often they were right, their mean confidence."""
+    return [
+        {
+            "band": [part.lower, part.upper],
+            "answers_percent": round(100 * part.digits / len(labels), 2),
+            "right_percent": round(100 * part.accuracy, 1),
+            "mean_confidence_percent": round(100 * part.mean_confidence, 1),
+        }
+        for part in reliability_bins(probabilities, labels, CONFIDENCE_BANDS)
+    ]
+
+
+def _digit_case(
+    base_url: str, case: Case, models: tuple[str, ...], temperatures: dict[str, float]
+) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The case's row of results, and each model's served scores with the labels of the digits scored.
+    A digit the service found no strokes in (400) counts as wrong and is left out of the calibration."""
     started = time.perf_counter()
     answers = {model: predict(base_url, model, case.files) for model in models}
     seconds = time.perf_counter() - started
-    scores = {model: np.array(answer.scores) for model, answer in answers.items()}
-    correct = {model: int((served.argmax(axis=1) == case.labels).sum()) for model, served in scores.items()}
-    ece = {model: round(expected_calibration_error(served, case.labels), 2) for model, served in scores.items()}
+    scored = {model: _scored(answer, case.labels) for model, answer in answers.items()}
+    correct = {model: int((served.argmax(axis=1) == labels).sum()) for model, (served, labels) in scored.items()}
+    ece = {model: round(expected_calibration_error(served, labels), 2) for model, (served, labels) in scored.items()}
+    ece_untempered = {
+        model: round(expected_calibration_error(untempered(served, temperatures[model]), labels), 2)
+        for model, (served, labels) in scored.items()
+    }
     row = {
         "case": case.name,
         "description": case.description,
@@ -130,15 +163,22 @@ def _digit_case(base_url: str, case: Case, models: tuple[str, ...]) -> dict:
         "correct": correct,
         "accuracy": {model: round(100 * count / len(case.files), 1) for model, count in correct.items()},
         "ece_percent": ece,
+        "ece_untempered_percent": ece_untempered,
         "turned_away_percent": {model: round(answer.turned_away(), 1) for model, answer in answers.items()},
         "seconds": round(seconds, 2),
     }
     shown = ", ".join(
-        f"{m} {a} % (ECE {ece[m]:.2f} %, turned away {row['turned_away_percent'][m]} %)"
+        f"{m} {a} % (ECE {ece_untempered[m]:.2f} -> {ece[m]:.2f} %, turned away {row['turned_away_percent'][m]} %)"
         for m, a in row["accuracy"].items()
     )
     print(f"{case.name}: {shown}", file=sys.stderr)
-    return row
+    return row, scored
+
+
+def _scored(answers: Answers, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scores (N, 10) of the files answered with scores, and their labels."""
+    answered = [index for index, scores in enumerate(answers.scores) if scores is not None]
+    return np.array([answers.scores[index] for index in answered]).reshape(-1, 10), labels[answered]
 
 
 def _non_digit_kind(base_url: str, kind: str, files: list[bytes], models: tuple[str, ...]) -> dict:
@@ -161,11 +201,20 @@ def markdown_table(results: dict, models: tuple[str, ...]) -> str:
     ]
     for row in results["cases"]:
         scores = " | ".join(
-            f"{row['accuracy'][model]:.1f} % (ECE {row['ece_percent'][model]:.2f}, "
-            f"turned away {row['turned_away_percent'][model]:.1f} %)"
+            f"{row['accuracy'][model]:.1f} % (ECE {row['ece_untempered_percent'][model]:.2f} -> "
+            f"{row['ece_percent'][model]:.2f}, turned away {row['turned_away_percent'][model]:.1f} %)"
             for model in models
         )
         lines.append(f"| {row['case']} | {row['description']} | {scores} |")
+    lines += [
+        "",
+        "| served confidence | " + " | ".join(f"`{model}`: answers, right" for model in models) + " |",
+        "| --- | " + " | ".join("---" for _ in models) + " |",
+    ]
+    bands = {tuple(band["band"]) for bands in results["reliability"].values() for band in bands}
+    for lower, upper in sorted(bands):
+        shown = " | ".join(_band_cell(results["reliability"][model], (lower, upper)) for model in models)
+        lines.append(f"| over {lower:.2f} to {upper:.2f} | {shown} |")
     lines += [
         "",
         "| non-digits | what the files are | " + " | ".join(f"`{model}` turned away" for model in models) + " |",
@@ -179,6 +228,11 @@ def markdown_table(results: dict, models: tuple[str, ...]) -> str:
     )
     lines.append(f"| **average** | | {averages} |")
     return "\n".join(lines)
+
+
+def _band_cell(bands: list[dict], edges: tuple[float, float]) -> str:
+    found = next((band for band in bands if tuple(band["band"]) == edges), None)
+    return "none" if found is None else f"{found['answers_percent']:.2f} %, {found['right_percent']:.1f} % right"
 
 
 def find_data_dir(given: Path | None) -> Path:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from mnist_core.contract import IMAGE_SIDE
 
-DIGITS_PER_CASE = 1000
+DIGITS_PER_CASE = 5000
 SELECTION_SEED = 2026
 # Skeletons are traced on the digit upscaled this many times: thin enough lines, still cheap.
 SKELETON_SCALE = 4

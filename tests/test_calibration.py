@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.helpers import train_args
-from training.calibrate import expected_calibration_error, fit_temperature, reliability_bins
+from training.calibrate import expected_calibration_error, fit_temperature, reliability_bins, untempered
 from training.cli import main as training_main
 
 
@@ -56,3 +56,21 @@ def test_holding_out_every_training_digit_is_refused(tiny_mnist: Path, tmp_path:
         "--calibration-digits 512 leaves nothing to train on (the training set has 512 digits)"
         in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0, 1.3, 2.5])
+def test_served_scores_give_back_the_untempered_softmax(temperature: float):
+    logits = 4 * torch.randn(500, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    served = torch.softmax(logits / temperature, dim=1).float().numpy()
+    np.testing.assert_allclose(untempered(served, temperature), torch.softmax(logits, dim=1).numpy(), atol=1e-5)
+
+
+def test_reliability_bins_between_given_edges():
+    confidences = [0.5, 0.8, 0.85, 0.99]
+    probabilities = np.array([[c, 1 - c] + [0.0] * 8 for c in confidences])
+    bins = reliability_bins(probabilities, np.array([0, 1, 0, 0]), bins=[0.0, 0.8, 0.95, 1.0])
+    assert [(part.lower, part.upper, part.digits, part.accuracy) for part in bins] == [
+        (0.0, 0.8, 2, 0.5),
+        (0.8, 0.95, 1, 1.0),
+        (0.95, 1.0, 1, 1.0),
+    ]

@@ -6,6 +6,7 @@ network never trained on (a share of the training set held out by the recipe), b
 cross-entropy; the test set stays untouched for measuring.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,21 +65,42 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class ReliabilityBin:
+    lower: float  # the bin holds confidences above this
+    upper: float  # and up to this
     mean_confidence: float
     accuracy: float
     digits: int
 
 
-def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[ReliabilityBin]:
-    """The non-empty equal-width confidence bins: bin b holds confidences in (b/bins, (b+1)/bins]."""
+def reliability_bins(
+    probabilities: np.ndarray, labels: np.ndarray, bins: int | Sequence[float] = ECE_BINS
+) -> list[ReliabilityBin]:
+    """The non-empty confidence bins, `bins` equal-width ones or those between the given edges (0 to 1):
+    a bin holds the confidences in (lower edge, upper edge]."""
+    edges = np.linspace(0.0, 1.0, bins + 1) if isinstance(bins, int) else np.asarray(bins, dtype=np.float64)
     confidences = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
-    which = np.clip(np.ceil(confidences * bins).astype(int) - 1, 0, bins - 1)
-    return [
-        ReliabilityBin(float(confidences[members].mean()), float(correct[members].mean()), int(members.sum()))
-        for members in (which == index for index in range(bins))
-        if members.any()
-    ]
+    which = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, len(edges) - 2)
+    bins_found = []
+    for index in range(len(edges) - 1):
+        members = which == index
+        if members.any():
+            mean_confidence, accuracy = float(confidences[members].mean()), float(correct[members].mean())
+            bins_found.append(
+                ReliabilityBin(
+                    float(edges[index]), float(edges[index + 1]), mean_confidence, accuracy, int(members.sum())
+                )
+            )
+    return bins_found
+
+
+def untempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits) from served softmax(logits / temperature) (N, 10): log p is logits / T plus a constant
+    per row, which the softmax ignores. A probability that underflowed float32 is taken as its smallest value."""
+    log_served = np.log(np.maximum(probabilities.astype(np.float64), np.finfo(np.float32).smallest_subnormal))
+    scaled = temperature * log_served
+    exponentials = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
