@@ -23,6 +23,8 @@ from mnist_core.network import NeuralNetwork
 from tests.helpers import REPO_ROOT, synthetic_digits, write_idx_images, write_idx_labels
 
 SHIPPED_WEIGHTS = REPO_ROOT / "models" / "mnist" / "1" / "model.pt"
+# The version of `mnist` the shipped repository serves by default: calibrated, with a detector.
+SERVED_MNIST_WEIGHTS = REPO_ROOT / "models" / "mnist" / "3" / "model.pt"
 MNIST_DIR = Path(os.environ.get("MNIST_DATA_DIR", REPO_ROOT.parent / "shared" / "datasets"))
 
 
@@ -69,20 +71,21 @@ def client():
 
 @pytest.fixture(scope="session")
 def reference_model() -> NeuralNetwork:
-    """The `mnist` model's shipped weights in a plain network, loaded without any of the service's code."""
+    """The served `mnist` version's weights in a plain network, loaded without any of the service's code."""
     model = NeuralNetwork()
-    model.load_state_dict(torch.load(SHIPPED_WEIGHTS, weights_only=True))
+    model.load_state_dict(torch.load(SERVED_MNIST_WEIGHTS, weights_only=True))
     return model.eval()
 
 
 @torch.inference_mode()
 def reference_probabilities(model: NeuralNetwork, images: torch.Tensor) -> np.ndarray:
     """Softmax scores for uint8 dataset images (N, 28, 28), prepared as torchvision's ToTensor does,
-    then by the steps the `mnist` model's metadata records (its deskew)."""
+    then by the steps the `mnist` model's metadata records (its deskew), at the temperature it records."""
     to_tensor = transforms.ToTensor()
     inputs = torch.stack([to_tensor(image.numpy()).reshape(-1) for image in images])
-    contract = json.loads(metadata_path_for(SHIPPED_WEIGHTS).read_text())["input_contract"]
-    return torch.softmax(model(torch.from_numpy(network_inputs(inputs.numpy(), contract))), dim=1).numpy()
+    metadata = json.loads(metadata_path_for(SERVED_MNIST_WEIGHTS).read_text())
+    logits = model(torch.from_numpy(network_inputs(inputs.numpy(), metadata["input_contract"])))
+    return torch.softmax(logits / metadata["calibration"]["temperature"], dim=1).numpy()
 
 
 @contextmanager

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mnist_core.files import version_numbers
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def served_version(model: str) -> str:
+    """The version of a shipped model that the repository serves by default: its newest."""
+    return str(version_numbers(REPO_ROOT / "models" / model)[-1])
 
 
 def write_idx_images(path: Path, images: np.ndarray) -> None:

@@ -22,7 +22,9 @@ from PIL import Image
 
 from app.protocols.grpc import messages as pb
 from tests.conftest import running_server
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, served_version
+
+MNIST_VERSION = served_version("mnist")  # the version requests that name none get
 
 KEY = "grpc-test-key"
 Input = pb.ModelInferRequest.InferInputTensor
@@ -93,14 +95,14 @@ def test_health_and_metadata_as_the_protocol_defines_them(service):
     _, stub, channel = service
     assert stub.ServerLive(pb.ServerLiveRequest()).live
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
-    assert stub.ModelReady(pb.ModelReadyRequest(name="mnist", version="2")).ready
+    assert stub.ModelReady(pb.ModelReadyRequest(name="mnist", version=MNIST_VERSION)).ready
     # A state, as Triton answers it, rather than an error tritonclient's is_model_ready would raise.
     assert not stub.ModelReady(pb.ModelReadyRequest(name="mnist", version="9")).ready
     assert not stub.ModelReady(pb.ModelReadyRequest(name="mnist-v9")).ready
     server = stub.ServerMetadata(pb.ServerMetadataRequest())
     assert server.name == "mnist-serve"
     metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name="mnist"))
-    assert (metadata.name, list(metadata.versions), metadata.platform) == ("mnist", ["2"], "pytorch")
+    assert (metadata.name, list(metadata.versions), metadata.platform) == ("mnist", [MNIST_VERSION], "pytorch")
     assert [(tensor.name, tensor.datatype, list(tensor.shape)) for tensor in metadata.inputs] == [
         ("input", "FP32", [-1, 784]),
         ("image", "UINT8", [-1, 28, 28]),
@@ -124,8 +126,8 @@ def test_health_and_metadata_as_the_protocol_defines_them(service):
 def test_digits_get_the_classes_and_scores_predict_gives(service, raw):
     url, stub, _ = service
     digits = _digits()
-    response = _infer(stub, digits, "image", "UINT8", raw, model_name="mnist", model_version="2", id="req-7")
-    assert (response.model_name, response.model_version, response.id) == ("mnist", "2", "req-7")
+    response = _infer(stub, digits, "image", "UINT8", raw, model_name="mnist", model_version=MNIST_VERSION, id="req-7")
+    assert (response.model_name, response.model_version, response.id) == ("mnist", MNIST_VERSION, "req-7")
     assert bool(response.raw_output_contents) is raw
     outputs = _outputs(response)
     with httpx.Client(base_url=url) as client:
@@ -311,7 +313,7 @@ def test_calls_get_an_access_line_with_their_request_id_and_never_the_key(capsys
     entries = [json.loads(line) for line in output.splitlines() if line.strip()]
     [line] = [entry for entry in entries if entry["logger"] == "mnist.access" and entry.get("protocol") == "grpc"]
     assert (line["request_id"], line["method"], line["status"]) == ("grpc-req-1", "ModelInfer", "OK")
-    assert (line["model"], line["version"], line["classes"]) == ("mnist", 2, "7")
+    assert (line["model"], line["version"], line["classes"]) == ("mnist", int(MNIST_VERSION), "7")
     assert line["latency_ms"] > 0
 
 
@@ -327,7 +329,9 @@ def test_the_cnn_answers_over_grpc_as_predict_does(service):
             ).json()
             for digit in range(10)
         ]
-    assert {(answer["model"], answer["version"]) for answer in answers} == {("mnist-cnn", 2)}
+    assert {(answer["model"], answer["version"]) for answer in answers} == {
+        ("mnist-cnn", int(served_version("mnist-cnn")))
+    }
     assert outputs["label"].tolist() == [answer["class"] for answer in answers]
     expected = np.asarray([answer["scores"] for answer in answers], dtype=np.float32)
     np.testing.assert_allclose(outputs["probabilities"], expected, rtol=0, atol=1e-5)

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_client
-from tests.helpers import png_of
+from tests.helpers import png_of, served_version
 
 
 def _samples(client) -> dict[tuple[str, tuple], float]:
@@ -45,8 +45,8 @@ def test_counters_move_by_exactly_the_requests_made(client, digit_png):
         - _value(before, "mnist_http_request_duration_seconds_count", **latency)
     ) == 3
     assert (
-        _value(after, "mnist_predictions_total", model="mnist", version="2", **{"class": "7"})
-        - _value(before, "mnist_predictions_total", model="mnist", version="2", **{"class": "7"})
+        _value(after, "mnist_predictions_total", model="mnist", version=served_version("mnist"), **{"class": "7"})
+        - _value(before, "mnist_predictions_total", model="mnist", version=served_version("mnist"), **{"class": "7"})
         == 3
     )
     assert (
@@ -155,8 +155,9 @@ def test_startup_log_names_each_model_version_device_and_threads(capsys):
         started.get("/healthz")
     lines = capsys.readouterr().err.splitlines()
     for model in ("mnist", "mnist-reference"):
-        [line] = [line for line in lines if f"serving {model} version 2 from " in line]
-        assert f"models/{model}/2/model.pt" in line
+        version = served_version(model)
+        [line] = [line for line in lines if f"serving {model} version {version} from " in line]
+        assert f"models/{model}/{version}/model.pt" in line
         assert "sha256 " in line
         assert "test accuracy " in line
         assert line.endswith(" on cpu")
@@ -178,7 +179,7 @@ def test_every_route_the_app_serves_has_its_own_label(client):
 def test_the_confidence_histogram_holds_each_prediction_served(client, mnist_test_split):
     digits = mnist_test_split.images[:40].numpy()
     files = [("files", (f"{n}.png", png_of(digit))) for n, digit in enumerate(digits)]
-    labels = {"model": "mnist-reference", "version": "2"}
+    labels = {"model": "mnist-reference", "version": served_version("mnist-reference")}
     before = _samples(client)
     predictions = client.post("/predict/batch", params={"model": "mnist-reference"}, files=files).json()["predictions"]
     after = _samples(client)

@@ -33,9 +33,9 @@ GATE = Gate(CanarySet.load(), Settings().gate_min_accuracy, Settings().gate_max_
 
 # model name -> (its shipped version folder, the recipe that trained it)
 SHIPPED = {
-    "mnist": (REPO_ROOT / "models" / "mnist" / "1", ROBUST),
+    "mnist": (REPO_ROOT / "models" / "mnist" / "3", ROBUST),
     "mnist-reference": (REPO_ROOT / "models" / "mnist-reference" / "1", REFERENCE),
-    "mnist-cnn": (REPO_ROOT / "models" / "mnist-cnn" / "1", CNN),
+    "mnist-cnn": (REPO_ROOT / "models" / "mnist-cnn" / "3", CNN),
 }
 
 
@@ -67,6 +67,10 @@ def test_shipped_metadata_records_the_recipe_that_made_it(name):
     assert metadata["input_contract"] == describe_contract(recipe.config.input_steps)
     assert metadata["seed"] == recipe.config.seed
     assert declared_network(metadata["architecture"], None) == recipe.config.network
+    held_out = recipe.config.calibration_digits
+    calibration = metadata.get("calibration")  # absent from versions written before calibration existed
+    fitted_on = None if calibration is None else calibration["fitted_on"]
+    assert fitted_on == (f"{held_out} training digits held out from training" if held_out else None)
 
 
 @pytest.mark.parametrize(("name", "least_accuracy"), [("mnist", 97.5), ("mnist-reference", 97.0), ("mnist-cnn", 99.3)])

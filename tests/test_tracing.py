@@ -15,7 +15,7 @@ from app.inference.batching import MicroBatcher
 from app.observability import tracing
 from app.settings import Settings
 from tests.conftest import make_client
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, served_version
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN_ID = "b7ad6b7169203331"
@@ -71,7 +71,10 @@ def test_a_request_continues_the_callers_trace_with_a_span_for_each_step(exporte
     assert format(server.parent.span_id, "016x") == CALLER_SPAN_ID
     assert response.headers["traceparent"] == f"00-{TRACE_ID}-{server.context.span_id:016x}-01"
     assert server.attributes["mnist.request_id"] == response.headers["X-Request-ID"]
-    assert (server.attributes["mnist.model"], server.attributes["mnist.version"]) == ("mnist", 2)
+    assert (server.attributes["mnist.model"], server.attributes["mnist.version"]) == (
+        "mnist",
+        int(served_version("mnist")),
+    )
     assert server.attributes["http.route"] == "/predict"
     assert server.attributes["http.response.status_code"] == 200
     for step in ("read body", "decode", "preprocess", "model"):

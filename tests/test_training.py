@@ -17,7 +17,7 @@ from training import cli, data, plots
 from training.augment import AugmentConfig, augment
 from training.cli import main as training_main
 from training.data import DatasetError, expected_files, load_mnist, raw_folder
-from training.recipes import RECIPES, ROBUST
+from training.recipes import CALIBRATION_DIGITS, RECIPES, ROBUST
 from training.train import TrainConfig, train
 from training.versions import next_version_folder
 
@@ -259,15 +259,26 @@ def test_the_version_folder_appears_only_when_complete(tiny_mnist: Path, tmp_pat
 
 def test_robust_recipe_records_its_augmentation_contract_and_schedule(tiny_mnist: Path, tmp_path: Path):
     out = tmp_path / "robust"
-    assert training_main(train_args(tiny_mnist, "--recipe", "robust", "--out", str(out))) == 0
+    # The recipe holds out more calibration digits than the tiny set has; the command line overrides it.
+    assert (
+        training_main(train_args(tiny_mnist, "--recipe", "robust", "--calibration-digits", "100", "--out", str(out)))
+        == 0
+    )
     metadata = json.loads((out / "model.json").read_text())
     assert metadata["recipe"] == "robust"
     assert metadata["hyperparameters"]["lr_schedule"] == "cosine"
     assert metadata["hyperparameters"]["batch_size"] == ROBUST.config.batch_size
     assert metadata["hyperparameters"]["epochs"] == 1  # the command line overrides the recipe
-    assert metadata["augmentation"] == {**json.loads(json.dumps(AugmentConfig().describe())), "seed": 1}
+    augmentation = json.loads(json.dumps(AugmentConfig(low_resolution_probability=0.3).describe()))
+    assert metadata["augmentation"] == {**augmentation, "seed": 1}
+    assert metadata["calibration"]["fitted_on"] == "100 training digits held out from training"
     assert metadata["input_contract"]["steps"] == [DESKEW]
     assert metadata["seed"] == 0
+
+
+def test_the_robust_recipe_holds_out_its_calibration_digits_by_default(tiny_mnist: Path, tmp_path: Path, capsys):
+    assert training_main(train_args(tiny_mnist, "--recipe", "robust", "--out", str(tmp_path / "v"))) == 2
+    assert f"--calibration-digits {CALIBRATION_DIGITS} leaves nothing to train on" in capsys.readouterr().err
 
 
 def test_robust_training_is_deterministic(tiny_mnist: Path):

@@ -8,7 +8,9 @@ import pytest
 
 from app.protocols.v2.tensors import V2Error, parse_infer_request
 from tests.conftest import make_client
-from tests.helpers import png_of
+from tests.helpers import png_of, served_version
+
+MNIST_VERSION = served_version("mnist")  # the version requests that name none get
 
 INFER = "/v2/models/mnist/infer"
 
@@ -48,7 +50,7 @@ def test_server_metadata_and_health(client):
 def test_model_metadata_and_readiness_unversioned_and_versioned(client):
     expected = {
         "name": "mnist",
-        "versions": ["2"],
+        "versions": [MNIST_VERSION],
         "platform": "pytorch",
         "inputs": [
             {"name": "input", "datatype": "FP32", "shape": [-1, 784]},
@@ -64,10 +66,10 @@ def test_model_metadata_and_readiness_unversioned_and_versioned(client):
         "parameters": {"max_batch_bytes": 8 * 1024 * 1024, "max_batch_size": 2674},
     }
     assert client.get("/v2/models/mnist").json() == expected
-    assert client.get("/v2/models/mnist/versions/2").json() == expected
+    assert client.get(f"/v2/models/mnist/versions/{MNIST_VERSION}").json() == expected
     assert client.get("/v2/models/mnist-reference").json()["name"] == "mnist-reference"
     assert client.get("/v2/models/mnist/ready").json() == {"name": "mnist", "ready": True}
-    assert client.get("/v2/models/mnist/versions/2/ready").json() == {"name": "mnist", "ready": True}
+    assert client.get(f"/v2/models/mnist/versions/{MNIST_VERSION}/ready").json() == {"name": "mnist", "ready": True}
 
 
 @pytest.mark.parametrize(
@@ -92,7 +94,7 @@ def test_image_and_input_give_the_probabilities_predict_gives(client, mnist_test
     image = client.post(INFER, json=_image_request(pixels, id="batch-16"))
     assert image.status_code == 200
     body = image.json()
-    assert (body["model_name"], body["model_version"], body["id"]) == ("mnist", "2", "batch-16")
+    assert (body["model_name"], body["model_version"], body["id"]) == ("mnist", MNIST_VERSION, "batch-16")
     probabilities, label, digit_probability, is_digit = body["outputs"]
     assert (probabilities["name"], probabilities["datatype"], probabilities["shape"]) == (
         "probabilities",
@@ -176,14 +178,17 @@ def test_only_the_requested_outputs_come_back_and_the_id_is_optional(client, mni
     ).json()
     assert body == {
         "model_name": "mnist",
-        "model_version": "2",
+        "model_version": MNIST_VERSION,
         "outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [7]}],
     }
 
 
 def test_versioned_inference_and_another_model(client, mnist_test_split):
     request = _image_request(mnist_test_split.images[:1].numpy())
-    assert client.post("/v2/models/mnist/versions/2/infer", json=request).json()["model_version"] == "2"
+    assert (
+        client.post(f"/v2/models/mnist/versions/{MNIST_VERSION}/infer", json=request).json()["model_version"]
+        == MNIST_VERSION
+    )
     assert client.post("/v2/models/mnist-reference/infer", json=request).json()["model_name"] == "mnist-reference"
 
 
@@ -360,7 +365,7 @@ def test_v2_requests_are_counted_and_logged_under_their_route_template(client, m
     client.post(INFER, json=_image_request(mnist_test_split.images[:2].numpy()))
     metrics = client.get("/metrics").text
     assert 'mnist_http_requests_total{method="POST",route="/v2/models/{model_name}/infer",status="200"}' in metrics
-    assert 'mnist_predictions_total{class="7",model="mnist",version="2"}' in metrics
+    assert f'mnist_predictions_total{{class="7",model="mnist",version="{MNIST_VERSION}"}}' in metrics
 
 
 @pytest.mark.parametrize("header_length", ["\N{SUPERSCRIPT THREE}", "\N{ARABIC-INDIC DIGIT ONE}", "1e3", " 12"])

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, served_version
 from tests.system.serving import start_service, wait_until_ready
 
 pytestmark = pytest.mark.system
@@ -86,10 +86,10 @@ TRITON_SCRIPT = """
 
     client = triton.InferenceServerClient(ADDRESS)
     assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready("mnist") and client.is_model_ready("mnist", "2")
+    assert client.is_model_ready("mnist") and client.is_model_ready("mnist", VERSION)
     assert not client.is_model_ready("no-such-model")
     assert client.get_server_metadata().name == "mnist-serve"
-    assert client.get_model_metadata("mnist").versions == ["2"]
+    assert client.get_model_metadata("mnist").versions == [VERSION]
     rows = np.load("rows.npy")
 
     def classes(batch, request_id=""):
@@ -137,7 +137,8 @@ KSERVE_SCRIPT = """
 
 def test_tritonclient_grpc_classifies_as_rest_does_in_batches_and_2000_rows_at_once(service, inputs, tmp_path):
     url, address = service
-    answers = _run_client(TRITON_SCRIPT.replace("ADDRESS", repr(address)), tmp_path, rows=inputs)
+    answers = script = TRITON_SCRIPT.replace("ADDRESS", repr(address)).replace("VERSION", repr(served_version("mnist")))
+    answers = _run_client(script, tmp_path, rows=inputs)
     expected = _rest_classes(url, inputs)
     assert answers["out_batches"].tolist() == expected[:DIGITS].tolist()
     assert answers["out_large"].tolist() == expected.tolist()

@@ -11,8 +11,10 @@ import pytest
 import tritonclient.http as triton
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from tests.helpers import REPO_ROOT, png_of
+from tests.helpers import REPO_ROOT, png_of, served_version
 from tests.system.serving import start_service, wait_until_ready
+
+MNIST_VERSION = served_version("mnist")  # the version requests that name none get
 
 pytestmark = pytest.mark.system
 
@@ -73,13 +75,13 @@ def test_tritonclient_sees_a_live_ready_server_and_its_models(triton_client):
     assert triton_client.is_server_live()
     assert triton_client.is_server_ready()
     assert triton_client.is_model_ready("mnist")
-    assert triton_client.is_model_ready("mnist", model_version="2")
+    assert triton_client.is_model_ready("mnist", model_version=MNIST_VERSION)
     assert not triton_client.is_model_ready("no-such-model")
     server = triton_client.get_server_metadata()
     assert server["name"] == "mnist-serve"
     assert "binary_tensor_data" in server["extensions"]
     metadata = triton_client.get_model_metadata("mnist")
-    assert metadata["versions"] == ["2"]
+    assert metadata["versions"] == [MNIST_VERSION]
     assert [(tensor["name"], tensor["datatype"]) for tensor in metadata["inputs"]] == [
         ("input", "FP32"),
         ("image", "UINT8"),
@@ -99,12 +101,20 @@ def test_tritonclient_uint8_input_requested_outputs_and_request_id(triton_client
     tensor = triton.InferInput("image", list(images.shape), "UINT8")
     tensor.set_data_from_numpy(images)
     result = triton_client.infer(
-        "mnist", [tensor], outputs=[triton.InferRequestedOutput("label")], request_id="five-digits", model_version="2"
+        "mnist",
+        [tensor],
+        outputs=[triton.InferRequestedOutput("label")],
+        request_id="five-digits",
+        model_version=MNIST_VERSION,
     )
     assert result.as_numpy("label").tolist() == [7, 2, 1, 0, 4]
     assert result.as_numpy("probabilities") is None
     response = result.get_response()
-    assert (response["id"], response["model_name"], response["model_version"]) == ("five-digits", "mnist", "2")
+    assert (response["id"], response["model_name"], response["model_version"]) == (
+        "five-digits",
+        "mnist",
+        MNIST_VERSION,
+    )
 
 
 def test_tritonclient_reports_the_servers_error_message(triton_client):
