@@ -6,7 +6,10 @@ connections and duration, HTTP/1.1 for REST and h2c for gRPC, so the client's ow
 - batches: 64 FP32 rows, V2 REST with binary tensor data against gRPC ModelInfer with
   raw_input_contents (images/s);
 - single digits: samples/7.png to `/predict` against one UINT8 [1, 28, 28] image to ModelInfer
-  (requests/s and latency percentiles from h2load's per-request log).
+  (requests/s and latency percentiles from h2load's per-request log);
+- single digits beside large requests: the same single-digit loads while a second h2load sends
+  V2 REST requests of 2,000 FP32 rows (6.3 MB) one after another on one more connection, to see
+  whether large requests starve small ones (their rows/s are reported too).
 
 Rounds alternate the doors; the tables give medians. Each body is checked first with a real
 answer (gRPC's with this project's own messages), since h2load counts HTTP statuses only and a
@@ -23,6 +26,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +52,7 @@ from harness import (  # noqa: E402
 from app.protocols.grpc import messages  # noqa: E402
 
 ROWS = 64
+LARGE_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -74,13 +79,16 @@ def _infer_request(tensor: np.ndarray, name: str, datatype: str) -> object:
     return request
 
 
-def loads(http_url: str, grpc_address: str, folder: Path) -> dict[str, tuple[Load, Load]]:
-    """Each comparison: the REST load and the gRPC load, with bodies written to `folder`."""
+def loads(http_url: str, grpc_address: str, folder: Path) -> tuple[dict[str, tuple[Load, Load]], Load]:
+    """Each comparison: the REST load and the gRPC load, with bodies written to `folder`; and the
+    large requests that the single digits are measured beside."""
     folder.mkdir(parents=True, exist_ok=True)
     digit = np.asarray(Image.open(DIGIT), dtype=np.uint8)
     rows = np.repeat((digit.reshape(1, 784) / np.float32(255)).astype(np.float32), ROWS, axis=0)
     rest_batch, header_length = v2_binary_request(rows, [{"name": "label"}])
     (folder / "rest-batch.body").write_bytes(rest_batch)
+    large_body, large_header_length = v2_binary_request(np.repeat(rows[:1], LARGE_ROWS, axis=0), [{"name": "label"}])
+    (folder / "rest-large.body").write_bytes(large_body)
     batch_request = _infer_request(rows, "input", "FP32")
     single_request = _infer_request(digit[None], "image", "UINT8")
     for name, request in (("grpc-batch", batch_request), ("grpc-single", single_request)):
@@ -89,6 +97,14 @@ def loads(http_url: str, grpc_address: str, folder: Path) -> dict[str, tuple[Loa
     grpc_url = f"http://{grpc_address}/{messages.SERVICE}/ModelInfer"
     grpc_headers = ("content-type: application/grpc", "te: trailers")
     v2_url = http_url.replace("/predict", "/v2/models/mnist/infer")
+    large = Load(
+        "V2 REST, binary",
+        v2_url,
+        folder / "rest-large.body",
+        ("content-type: application/octet-stream", f"inference-header-content-length: {large_header_length}"),
+        LARGE_ROWS,
+        h1=True,
+    )
     return {
         f"batches of {ROWS} FP32 rows": (
             Load("V2 REST, binary", v2_url, folder / "rest-batch.body",
@@ -101,7 +117,7 @@ def loads(http_url: str, grpc_address: str, folder: Path) -> dict[str, tuple[Loa
                  ("content-type: multipart/form-data; boundary=mnist-serve-bench-boundary",), 1, h1=True),
             Load("gRPC, UINT8 image", grpc_url, folder / "grpc-single.body", grpc_headers, 1, h1=False),
         ),
-    }  # fmt: skip
+    }, large  # fmt: skip
 
 
 def _check_grpc(address: str, request: object) -> None:
@@ -118,7 +134,7 @@ def _check_grpc(address: str, request: object) -> None:
         raise SystemExit(f"gRPC answered {labels[:5]} for samples/7.png")
 
 
-def h2load(load: Load, seconds: int, connections: int, log: Path) -> dict[str, float]:
+def h2load_command(load: Load, seconds: int, connections: int, log: Path) -> list[str]:
     log.unlink(missing_ok=True)  # h2load appends to its log
     command = ["h2load", "-D", str(seconds), "-c", str(connections), "-t", "1", "-m", "1"]
     command += ["-d", str(load.body), f"--log-file={log}"]
@@ -126,11 +142,15 @@ def h2load(load: Load, seconds: int, connections: int, log: Path) -> dict[str, f
         command += ["-H", header]
     if load.h1:
         command.append("--h1")
-    completed = subprocess.run([*command, load.url], capture_output=True, text=True, check=True)
+    return [*command, load.url]
+
+
+def h2load_results(load: Load, seconds: int, log: Path, output: str) -> dict[str, float]:
+    """Requests/s and latency percentiles from h2load's per-request log; every status must be 200."""
     lines = [line.split("\t") for line in log.read_text().splitlines() if line]
     statuses = {line[1] for line in lines}
     if statuses != {"200"}:
-        raise SystemExit(f"{load.name}: statuses {statuses}\n{completed.stdout[-2000:]}")
+        raise SystemExit(f"{load.name}: statuses {statuses}\n{output[-2000:]}")
     durations_ms = np.asarray([int(line[2]) for line in lines]) / 1000
     return {
         "requests_per_second": len(lines) / seconds,
@@ -139,30 +159,65 @@ def h2load(load: Load, seconds: int, connections: int, log: Path) -> dict[str, f
     }
 
 
+def h2load(load: Load, seconds: int, connections: int, log: Path) -> dict[str, float]:
+    command = h2load_command(load, seconds, connections, log)
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    return h2load_results(load, seconds, log, completed.stdout)
+
+
+def h2load_beside(load: Load, large: Load, seconds: int, connections: int) -> dict[str, float]:
+    """`load` measured while `large` requests run one after another on one more connection, from
+    before it starts until after it ends; with the large requests' rows per second."""
+    large_log = WORK / "h2load-large.log"
+    background = subprocess.Popen(
+        h2load_command(large, seconds + 2, 1, large_log), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        time.sleep(1)
+        run = h2load(load, seconds, connections, WORK / "h2load.log")
+    finally:
+        output, _ = background.communicate()
+    if background.returncode != 0:
+        raise SystemExit(f"{large.name}: h2load exited with {background.returncode}\n{output[-2000:]}")
+    large_run = h2load_results(large, seconds + 2, large_log, output)
+    run["large_rows_per_second"] = large_run["requests_per_second"] * large.rows
+    return run
+
+
 def measure(arguments: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     grpc_port = free_port()
     log = WORK / "grpc-bench.log"
     start = lambda: start_service("grpc", log, GRPC_PORT=str(grpc_port), WORKERS="1", LOG_LEVEL="warning")  # noqa: E731
     results: dict[str, dict[str, dict[str, float]]] = {}
     with serving(start) as server:
-        comparisons = loads(server.url, f"127.0.0.1:{grpc_port}", WORK / "grpc-bodies")
-        for comparison, pair in comparisons.items():
+        comparisons, large = loads(server.url, f"127.0.0.1:{grpc_port}", WORK / "grpc-bodies")
+        single_digits = comparisons["single digits"]
+        plans = [(comparison, pair, None) for comparison, pair in comparisons.items()]
+        plans.append((f"single digits beside {LARGE_ROWS:,}-row requests", single_digits, large))
+        for comparison, pair, beside in plans:
             runs: dict[str, list[dict[str, float]]] = {load.name: [] for load in pair}
             for _ in range(arguments.rounds):
                 for load in pair:
-                    cpu_before = tree_cpu_seconds(server.process.pid)
-                    run = h2load(load, arguments.seconds, arguments.connections, WORK / "h2load.log")
-                    cpu = tree_cpu_seconds(server.process.pid) - cpu_before
-                    run["images_per_server_cpu_second"] = (
-                        run["requests_per_second"] * arguments.seconds * load.rows / cpu
-                    )
-                    run["images_per_second"] = run["requests_per_second"] * load.rows
-                    runs[load.name].append(run)
+                    runs[load.name].append(_measured_run(server.process.pid, load, beside, arguments))
             results[comparison] = {
                 name: {key: statistics.median(run[key] for run in done) for key in done[0]}
                 for name, done in runs.items()
             }
     return results
+
+
+def _measured_run(server_pid: int, load: Load, beside: Load | None, arguments: argparse.Namespace) -> dict[str, float]:
+    """One h2load run of `load` (beside a stream of `beside` requests, if given), with the images it
+    carried per second and per CPU-second of the server (the large requests' CPU included)."""
+    cpu_before = tree_cpu_seconds(server_pid)
+    if beside is None:
+        run = h2load(load, arguments.seconds, arguments.connections, WORK / "h2load.log")
+    else:
+        run = h2load_beside(load, beside, arguments.seconds, arguments.connections)
+    cpu = tree_cpu_seconds(server_pid) - cpu_before
+    run["images_per_server_cpu_second"] = run["requests_per_second"] * arguments.seconds * load.rows / cpu
+    run["images_per_second"] = run["requests_per_second"] * load.rows
+    return run
 
 
 def main() -> None:
@@ -181,8 +236,9 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for comparison, doors in results.items():
         for door, run in doors.items():
+            beside = f" (large: {run['large_rows_per_second']:,.0f} rows/s)" if "large_rows_per_second" in run else ""
             print(
-                f"| {comparison} | {door} | {run['images_per_second']:,.0f} | "
+                f"| {comparison} | {door} | {run['images_per_second']:,.0f}{beside} | "
                 f"{run['images_per_server_cpu_second']:,.0f} | {run['p50_ms']:.2f} ms | {run['p99_ms']:.2f} ms |"
             )
     if arguments.json:

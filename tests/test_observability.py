@@ -4,8 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.observability.metrics import observe_each
 from tests.conftest import make_client
 from tests.helpers import png_of, served_version
 
@@ -192,3 +194,29 @@ def test_the_confidence_histogram_holds_each_prediction_served(client, mnist_tes
     assert moved("mnist_prediction_confidence_sum") == pytest.approx(confidences.sum(), abs=1e-6)
     for bound in ("0.5", "0.8", "0.99", "+Inf"):
         assert moved("mnist_prediction_confidence_bucket", le=bound) == (confidences <= float(bound)).sum()
+
+
+@pytest.mark.parametrize("count", [1, 16, 17, 2000])
+def test_observe_each_counts_as_observe_does_one_value_at_a_time(count):
+    """The bulk path (more than 16 values) puts each value in the bucket observe() would, bounds
+    included, with the same count and sum."""
+    bounds = (0.5, 0.6, 0.8, 0.99)
+    pool = np.array([0.0, 0.3, 0.5, 0.55, 0.6, 0.8, 0.81, 0.99, 1.0], dtype=np.float32)  # as confidences are
+    values = np.random.default_rng(count).choice(pool, size=count)
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    one_by_one, at_once = (
+        Histogram("confidence", "test", ["model"], buckets=bounds, registry=registry).labels("m")
+        for registry in registries
+    )
+    for value in values.tolist():
+        one_by_one.observe(value)
+    observe_each(at_once, values)
+    expected, found = (
+        {sample.name + repr(sorted(sample.labels.items())): sample.value
+         for family in text_string_to_metric_families(generate_latest(registry).decode())
+         for sample in family.samples if not sample.name.endswith("_created")}
+        for registry in registries
+    )  # fmt: skip
+    sums = [table.pop("confidence_sum[('model', 'm')]") for table in (expected, found)]
+    assert found == expected
+    assert sums[1] == pytest.approx(sums[0], rel=1e-6)

@@ -17,7 +17,7 @@ from app.inference.batching import MicroBatcher
 from app.inference.classifier import DIGIT, NOT_A_DIGIT, UNSURE, DigitClassifier, split_assessment
 from app.inference.decode import OpenedImage, gray_pixels, open_upload, pixel_count
 from app.inference.preprocess import to_digit_pixels
-from app.observability import tracing
+from app.observability import metrics, tracing
 from app.repository.registry import ModelRepository, Refusal, ServedModel
 from mnist_core.contract import IMAGE_SIDE, pixels_to_input
 
@@ -189,8 +189,8 @@ def _count(classifier: DigitClassifier, classes: np.ndarray, confidences: np.nda
     for predicted, count in enumerate(np.bincount(classes, minlength=len(classifier.prediction_counters)).tolist()):
         if count:
             classifier.prediction_counters[predicted].inc(count)
-    for confidence in confidences.tolist():
-        classifier.confidence_histogram.observe(confidence)
-    for verdict in verdicts:
-        if verdict != DIGIT:
-            classifier.verdict_counters[verdict].inc()
+    metrics.observe_each(classifier.confidence_histogram, confidences)
+    for verdict, counter in classifier.verdict_counters.items():
+        count = verdicts.count(verdict)
+        if count:
+            counter.inc(count)

@@ -7,6 +7,7 @@ then writes its values to files there and `/metrics` sums them over all workers.
 import os
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -104,6 +105,29 @@ def confidence_histogram(info: "ModelInfo") -> Any:
 def verdict_counters(info: "ModelInfo", verdicts: tuple[str, ...]) -> dict[str, Any]:
     """mnist_prediction_verdicts_total's series for one version, one per verdict counted, made once."""
     return {verdict: VERDICTS.labels(info.name, str(info.version), verdict) for verdict in verdicts}
+
+
+# Up to this many values, observe() each; beyond, one update per bucket. prometheus-client observes
+# one value per call, and a request of thousands of rows would hold the event loop for milliseconds.
+_OBSERVED_ONE_BY_ONE = 16
+
+
+def observe_each(histogram: Any, values: np.ndarray) -> None:
+    """histogram.observe(value) for each of `values` (1-D), with the same buckets, count and sum."""
+    if len(values) <= _OBSERVED_ONE_BY_ONE:
+        for value in values.tolist():
+            histogram.observe(value)
+        return
+    # observe()'s own rule, for all values at once: each falls in the first bucket whose upper bound
+    # it does not exceed (the last bound is +Inf). The buckets hold counts per bucket, not
+    # cumulative ones; tests/test_observability.py checks this against observe().
+    histogram._raise_if_not_observable()
+    buckets = np.searchsorted(np.asarray(histogram._upper_bounds), values, side="left")
+    histogram._sum.inc(float(values.astype(np.float64).sum()))
+    counts = np.bincount(buckets, minlength=len(histogram._buckets)).tolist()
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def render() -> tuple[bytes, str]:
