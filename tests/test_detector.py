@@ -29,14 +29,15 @@ from training.nondigits import KINDS, non_digits
 
 MODELS = REPO_ROOT / "models"
 # The first version of each shipped model that carries a detector.
-WITH_DETECTOR = {"mnist": 2, "mnist-cnn": 2, "mnist-reference": 2}
+WITH_DETECTOR = ("mnist", "mnist-cnn", "mnist-reference")
 SAMPLE_DIGITS = np.stack([np.asarray(Image.open(REPO_ROOT / "samples" / f"{digit}.png")) for digit in range(10)])
 NOISE = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
 CHECKERBOARD = (np.kron(np.indices((4, 4)).sum(axis=0) % 2, np.ones((7, 7))) * 255).astype(np.uint8)
 
 
 def _shipped(model: str) -> Path:
-    return MODELS / model / str(WITH_DETECTOR[model])
+    """The version of `model` served by default (its newest), which carries a detector."""
+    return MODELS / model / served_version(model)
 
 
 def _load(folder: Path) -> DigitClassifier:
@@ -58,13 +59,21 @@ def _copy_with_detector(tmp_path: Path, change: Callable[[dict[str, Any]], None]
     return folder
 
 
-@pytest.mark.parametrize("model", sorted(WITH_DETECTOR))
+@pytest.mark.parametrize("model", WITH_DETECTOR)
 def test_every_shipped_model_has_a_detector_that_keeps_the_canary_digits(model):
     classifier = _load(_shipped(model))
     assert classifier.detector is not None
     kept = ~classifier.turned_away(_digit_probabilities(classifier, CanarySet.load().images))
-    # Its threshold keeps 99.5 % of training digits it never saw; the canary digits are test digits.
+    # Its threshold keeps 99.3 % of training digits it never saw; the canary digits are test digits.
     assert kept.mean() >= 0.98
+
+
+def test_the_served_detector_keeps_at_least_99_percent_of_the_mnist_test_digits(mnist_test_split):
+    """The issue's bar for the threshold, placed on training digits, checked on the test set: it
+    keeps 99.19 % here, so a CPU that rounds a few near-threshold digits the other way stays above."""
+    classifier = _load(_shipped("mnist"))
+    kept = ~classifier.turned_away(_digit_probabilities(classifier, mnist_test_split.images.numpy()))
+    assert kept.mean() >= 0.99
 
 
 def test_the_samples_are_digits_and_noise_and_a_checkerboard_are_not():
