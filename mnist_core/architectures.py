@@ -19,6 +19,7 @@ from torch import nn
 from mnist_core.contract import INPUT_SIZE
 from mnist_core.convnet import ConvNet, convnet_onnx_model, describe_convnet
 from mnist_core.network import DEFAULT_HIDDEN_SIZE, NeuralNetwork, describe_architecture, hidden_size_of
+from mnist_core.onnx_graphs import feed_forward_onnx_model
 from mnist_core.serving import AddmmScores, ModuleScores, OnnxRuntimeScores, ScoreFunction
 
 
@@ -41,6 +42,13 @@ class Architecture:
     logits_layer: str = "fc2"  # the linear layer whose outputs are the logits
 
 
+def feed_forward_serving_form(network: nn.Module, device: torch.device) -> ScoreFunction:
+    """onnxruntime on the CPU; on another device, the network's own tensor calls there."""
+    if device.type == "cpu":
+        return OnnxRuntimeScores(feed_forward_onnx_model(network))
+    return AddmmScores(network, device)
+
+
 def _convnet_serving_form(network: nn.Module, device: torch.device) -> ScoreFunction:
     if device.type == "cpu":
         return OnnxRuntimeScores(convnet_onnx_model(network))
@@ -52,7 +60,7 @@ FEED_FORWARD = Architecture(
     parameter_names=("hidden_size",),
     build=lambda hidden_size: NeuralNetwork(hidden_size=hidden_size),
     describe=describe_architecture,
-    serving_form=AddmmScores,
+    serving_form=feed_forward_serving_form,
 )
 CONVOLUTIONAL = Architecture(
     name="ConvNet",

@@ -10,6 +10,7 @@ import torch.nn.functional as F  # noqa: N812 (the usual name)
 from torch import nn
 
 from mnist_core.contract import IMAGE_SIDE, NUM_CLASSES
+from mnist_core.onnx_graphs import head_nodes, scores_model
 
 KERNEL_SIDE = 5
 POOL_SIDE = 2
@@ -50,16 +51,9 @@ def describe_convnet(channels: tuple[int, int] | list[int], hidden_size: int) ->
 
 
 def convnet_onnx_model(network: ConvNet) -> bytes:
-    """The network as a serialised ONNX model with a softmax output, written from its weights.
+    """The network as a serialised ONNX model with a softmax output, written from its weights."""
+    from onnx import helper, numpy_helper
 
-    Built node by node rather than exported, so nothing is traced (see mnist_core.serving); a test
-    checks its scores against the module's.
-    """
-    from onnx import TensorProto, checker, helper, numpy_helper
-
-    weights = [
-        numpy_helper.from_array(tensor.detach().cpu().numpy(), name) for name, tensor in network.state_dict().items()
-    ]
     image_shape = numpy_helper.from_array(np.array([-1, 1, IMAGE_SIDE, IMAGE_SIDE], dtype=np.int64), "image_shape")
     pooling = {"kernel_shape": [POOL_SIDE, POOL_SIDE], "strides": [POOL_SIDE, POOL_SIDE]}
     nodes = [
@@ -72,19 +66,6 @@ def convnet_onnx_model(network: ConvNet) -> bytes:
         helper.make_node("MaxPool", ["conv2_relu"], ["pool2"], **pooling),
         # Flattening NCHW keeps channel-major order, as torch's flatten(1) does.
         helper.make_node("Flatten", ["pool2"], ["features"], axis=1),
-        helper.make_node("Gemm", ["features", "fc1.weight", "fc1.bias"], ["fc1"], transB=1),
-        helper.make_node("Relu", ["fc1"], ["hidden"]),
-        helper.make_node("Gemm", ["hidden", "fc2.weight", "fc2.bias"], ["logits"], transB=1),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        *head_nodes("features"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "convnet",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", IMAGE_SIDE * IMAGE_SIDE])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", NUM_CLASSES])],
-        [image_shape, *weights],
-    )
-    # Opset 17 and IR version 8 are read by every onnxruntime since 1.14, whatever onnx wrote it.
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    checker.check_model(model)
-    return model.SerializeToString()
+    return scores_model("convnet", network, nodes, (image_shape,))

@@ -8,10 +8,9 @@ classifier's contract starts from, and lives in the version folder as `detector.
 model.json under "detector", so it is checked, gated and swapped with the classifier.
 """
 
-from mnist_core.architectures import Architecture
+from mnist_core.architectures import Architecture, feed_forward_serving_form
 from mnist_core.contract import INPUT_SIZE
 from mnist_core.network import NeuralNetwork
-from mnist_core.serving import AddmmScores
 
 DETECTOR_FILENAME = "detector.pt"
 DIGIT_OUTPUT = 1  # the softmax column that is "a digit"; column 0 is "not a digit"
@@ -27,6 +26,6 @@ DIGIT_DETECTOR = Architecture(
     parameter_names=("hidden_size",),
     build=lambda hidden_size: NeuralNetwork(num_classes=DETECTOR_OUTPUTS, hidden_size=hidden_size),
     describe=describe_detector,
-    serving_form=AddmmScores,
+    serving_form=feed_forward_serving_form,
 )
 DETECTOR_ARCHITECTURES = {DIGIT_DETECTOR.name: DIGIT_DETECTOR}

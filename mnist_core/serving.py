@@ -1,8 +1,8 @@
 """The forms the service runs networks in: each gives the module's own softmax scores, faster.
 
 A form takes float32 network inputs (N, 784) as a numpy array and returns float32 softmax
-probabilities (N, 10), whatever device it computes on. tests/test_serving_forms.py checks every
-form against its module within 1e-5.
+probabilities (N, the network's outputs), whatever device it computes on.
+tests/test_architectures.py checks every form against its module within 1e-5.
 
 None of them traces or scripts the module: each traced TorchScript graph registers types in a
 process-wide compilation unit that outlives it, so every version swap grew the worker (and
@@ -21,7 +21,8 @@ ScoreFunction = Callable[[np.ndarray], np.ndarray]
 
 
 class AddmmScores:
-    """The feed-forward network's forward pass and softmax as three tensor calls on its weights.
+    """The feed-forward network's forward pass and softmax as three tensor calls on its weights, on
+    a device onnxruntime does not run on here (CUDA).
 
     nn.Module's per-layer dispatch costs more than the arithmetic of a 784-50-10 network; the same
     operations written out are faster, and free nothing but themselves when a version leaves.
@@ -57,8 +58,9 @@ class ModuleScores:
 class OnnxRuntimeScores:
     """An ONNX graph (serialised ModelProto) run by onnxruntime on the CPU, with torch's thread count.
 
-    For convolutions at the batch sizes served, onnxruntime's CPU kernels beat eager PyTorch several
-    times over (the README's performance section has the figures).
+    At the batch sizes served, onnxruntime's CPU kernels beat eager PyTorch: several times over for
+    convolutions, and up to 4x for the feed-forward networks' matrix products (the README's
+    performance section has the figures).
     """
 
     def __init__(self, model: bytes) -> None:
