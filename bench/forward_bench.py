@@ -1,5 +1,6 @@
-"""Each architecture's forward pass, several ways side by side in one process: the form the service
-runs it in (mnist_core.architectures), the nn.Module, and a frozen TorchScript graph.
+"""Each network's forward pass, several ways side by side in one process: the form the service runs
+it in (mnist_core.architectures), the nn.Module, a frozen TorchScript graph, and for the
+feed-forward networks (the classifier and the digit detector) the tensor calls they run as on CUDA.
 
     .venv/bin/python bench/forward_bench.py
 
@@ -25,11 +26,14 @@ from mnist_core.architectures import CONVOLUTIONAL, FEED_FORWARD, DeclaredNetwor
 from mnist_core.contract import INPUT_SIZE  # noqa: E402
 from mnist_core.convnet import DEFAULT_CHANNELS  # noqa: E402
 from mnist_core.convnet import DEFAULT_HIDDEN_SIZE as CONVNET_HIDDEN_SIZE  # noqa: E402
-from mnist_core.network import DEFAULT_HIDDEN_SIZE  # noqa: E402
-from mnist_core.serving import ModuleScores, ScoreFunction  # noqa: E402
+from mnist_core.detector import DIGIT_DETECTOR  # noqa: E402
+from mnist_core.network import DEFAULT_HIDDEN_SIZE, NeuralNetwork  # noqa: E402
+from mnist_core.serving import AddmmScores, ModuleScores, ScoreFunction  # noqa: E402
+from training.detector import DetectorConfig  # noqa: E402
 
 NETWORKS = [
     DeclaredNetwork(FEED_FORWARD, {"hidden_size": DEFAULT_HIDDEN_SIZE}),
+    DeclaredNetwork(DIGIT_DETECTOR, {"hidden_size": DetectorConfig().hidden_size}),
     DeclaredNetwork(CONVOLUTIONAL, {"channels": list(DEFAULT_CHANNELS), "hidden_size": CONVNET_HIDDEN_SIZE}),
 ]
 CPU = torch.device("cpu")
@@ -70,9 +74,11 @@ def main() -> None:
             "nn.Module": ModuleScores(network, CPU),
             "TorchScript, frozen and optimised": _frozen_graph(network),
         }
+        if isinstance(network, NeuralNetwork):
+            forms["tensor calls (the form on CUDA)"] = AddmmScores(network, CPU)
         print(f"\n{declared.architecture.name}: {declared.layers}")
         calls = 20_000 if declared.architecture is FEED_FORWARD else 2_000
-        for batch in (1, 64):
+        for batch in (1, 4, 64):
             inputs = np.random.default_rng(batch).random((batch, INPUT_SIZE), dtype=np.float32)
             reference = forms["nn.Module"](inputs)
             for name, form in forms.items():
