@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -335,3 +336,36 @@ def test_the_cnn_answers_over_grpc_as_predict_does(service):
     assert outputs["label"].tolist() == [answer["class"] for answer in answers]
     expected = np.asarray([answer["scores"] for answer in answers], dtype=np.float32)
     np.testing.assert_allclose(outputs["probabilities"], expected, rtol=0, atol=1e-5)
+
+
+def _call_that_never_sends(channel: grpc.Channel, method: str, unblock: threading.Event) -> grpc.Future:
+    """A call opened on `method` whose request message never comes, until `unblock` is set."""
+
+    def nothing() -> Iterator[bytes]:
+        unblock.wait(30)
+        yield from ()
+
+    call = channel.stream_unary(method, request_serializer=bytes, response_deserializer=bytes)
+    return call.future(nothing())
+
+
+def test_a_call_whose_message_never_comes_ends_at_the_body_timeout_and_frees_its_slot():
+    """With unary handlers, two such calls held both of MAX_CONNECTIONS=2 slots for as long as they
+    liked and every other call was refused (RESOURCE_EXHAUSTED)."""
+    unblock = threading.Event()
+    with grpc_service(max_connections=2, body_timeout_seconds=0.5) as (_, channel):
+        try:
+            stalled = [
+                _call_that_never_sends(channel, f"/{pb.SERVICE}/ModelInfer", unblock),
+                _call_that_never_sends(channel, "/grpc.health.v1.Health/Check", unblock),
+            ]
+            for call in stalled:
+                with pytest.raises(grpc.RpcError) as refused:
+                    call.result(timeout=10)
+                assert refused.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert refused.value.details() == (
+                    "the request message did not arrive whole within 0.5 s (BODY_TIMEOUT_SECONDS)"
+                )
+            assert Stub(channel).ServerLive(pb.ServerLiveRequest(), timeout=5).live
+        finally:
+            unblock.set()

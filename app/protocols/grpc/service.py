@@ -9,6 +9,7 @@ table. A response carries its tensors in the form the request used: raw bytes wh
 `raw_input_contents` (as tritonclient does), typed contents otherwise (as KServe's server does).
 """
 
+import asyncio
 import logging
 import secrets
 import time
@@ -17,9 +18,10 @@ from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from app.errors import (
+    BodyTimeoutError,
     ClientError,
     ModelNotFoundError,
     NotReadyError,
@@ -58,6 +60,7 @@ GRPC_CODES: dict[type[ClientError], grpc.StatusCode] = {
     ClientError: grpc.StatusCode.INVALID_ARGUMENT,
     PayloadTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     UnauthorizedError: grpc.StatusCode.UNAUTHENTICATED,
+    BodyTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
     OverloadedError: grpc.StatusCode.UNAVAILABLE,
     NotReadyError: grpc.StatusCode.UNAVAILABLE,
     ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
@@ -74,6 +77,27 @@ _TYPED_CONTENTS = {
 
 def grpc_code(error: ClientError) -> grpc.StatusCode:
     return next(GRPC_CODES[kind] for kind in type(error).__mro__ if kind in GRPC_CODES)
+
+
+async def read_request(context: grpc.aio.ServicerContext, timeout_seconds: float) -> Any:
+    """A call's one request message, which must arrive whole within BODY_TIMEOUT_SECONDS.
+
+    Every method is served as request-streaming on the wire (a unary client cannot tell) so that
+    this wait has a deadline: with unary handlers grpc holds a call, and one of its
+    MAX_CONNECTIONS slots, for as long as a client takes to finish its message, and two clients
+    that never did refused every other call. grpc sees no bytes of a message before it is whole,
+    so unlike REST's body timeout the deadline does not grow with what has arrived.
+    """
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            request = await context.read()
+    except TimeoutError:
+        raise BodyTimeoutError(
+            f"the request message did not arrive whole within {timeout_seconds:g} s (BODY_TIMEOUT_SECONDS)"
+        ) from None
+    if request is grpc.aio.EOF:
+        raise ClientError("the call ended without a request message")
+    return request
 
 
 class InferenceService:
@@ -97,7 +121,7 @@ class InferenceService:
         return grpc.method_handlers_generic_handler(
             messages.SERVICE,
             {
-                name: grpc.unary_unary_rpc_method_handler(
+                name: grpc.stream_unary_rpc_method_handler(
                     self._served(name, method, keyed),
                     request_deserializer=messages.METHODS[name][0].FromString,
                     response_serializer=messages.METHODS[name][1].SerializeToString,
@@ -109,13 +133,14 @@ class InferenceService:
     def _served(
         self, name: str, method: Callable[..., Awaitable[Any]], keyed: bool
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-        async def served(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def served(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             fields: dict[str, Any] = {}
             code = grpc.StatusCode.OK
             try:
                 if keyed and self.settings.api_key is not None:
                     check_credentials(context.invocation_metadata() or (), self.settings.api_key)
+                request = await read_request(context, self.settings.body_timeout_seconds)
                 return await method(request, fields)
             except ClientError as error:
                 metrics.REJECTED.labels(error.reason).inc()
@@ -268,14 +293,29 @@ def infer_response(request: Any, outputs: Iterable[RequestedOutput], result: Cla
     return response
 
 
-class HealthServicer(health_pb2_grpc.HealthServicer):
+class HealthService:
     """grpc.health.v1: the server ("") is SERVING when its default model is served; a model's name
-    is SERVING while it is served; any other name is NOT_FOUND, as the health protocol says."""
+    is SERVING while it is served; any other name is NOT_FOUND, as the health protocol says. Check
+    only (Watch is UNIMPLEMENTED, as in grpc's own servicer), its request read as every call's is."""
+
+    NAME = "grpc.health.v1.Health"
 
     def __init__(self, service: InferenceService) -> None:
         self.service = service
 
-    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def handler(self) -> grpc.GenericRpcHandler:
+        check = grpc.stream_unary_rpc_method_handler(
+            self.check,
+            request_deserializer=health_pb2.HealthCheckRequest.FromString,
+            response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(self.NAME, {"Check": check})
+
+    async def check(self, requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = await read_request(context, self.service.settings.body_timeout_seconds)
+        except ClientError as error:
+            await context.abort(grpc_code(error), error.detail)
         serving = self.service.serving(request.service)
         if serving is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no model named {request.service[:60]!r} is served")
@@ -300,8 +340,7 @@ async def start_server(
     beyond MAX_CONNECTIONS in progress are refused with RESOURCE_EXHAUSTED."""
     service = InferenceService(settings, loaded_core, version)
     server = grpc.aio.server(options=server_options(settings), maximum_concurrent_rpcs=settings.max_connections)
-    server.add_generic_rpc_handlers((service.handler(),))
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(service), server)
+    server.add_generic_rpc_handlers((service.handler(), HealthService(service).handler()))
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         server.add_insecure_port(address)
