@@ -83,10 +83,10 @@ async def read_request(context: grpc.aio.ServicerContext, timeout_seconds: float
     """A call's one request message, which must arrive whole within BODY_TIMEOUT_SECONDS.
 
     Every method is served as request-streaming on the wire (a unary client cannot tell) so that
-    this wait has a deadline: with unary handlers grpc holds a call, and one of its
-    MAX_CONNECTIONS slots, for as long as a client takes to finish its message, and two clients
-    that never did refused every other call. grpc sees no bytes of a message before it is whole,
-    so unlike REST's body timeout the deadline does not grow with what has arrived.
+    this wait has a deadline: for a unary handler grpc holds the call, and one of the
+    MAX_CONNECTIONS slots, for as long as its client takes to finish the message, so clients that
+    never finish can take every slot. grpc sees no bytes of a message before it is whole, so
+    unlike REST's body timeout the deadline does not grow with what has arrived.
     """
     try:
         async with asyncio.timeout(timeout_seconds):
