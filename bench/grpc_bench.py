@@ -85,10 +85,6 @@ def loads(http_url: str, grpc_address: str, folder: Path) -> tuple[dict[str, tup
     folder.mkdir(parents=True, exist_ok=True)
     digit = np.asarray(Image.open(DIGIT), dtype=np.uint8)
     rows = np.repeat((digit.reshape(1, 784) / np.float32(255)).astype(np.float32), ROWS, axis=0)
-    rest_batch, header_length = v2_binary_request(rows, [{"name": "label"}])
-    (folder / "rest-batch.body").write_bytes(rest_batch)
-    large_body, large_header_length = v2_binary_request(np.repeat(rows[:1], LARGE_ROWS, axis=0), [{"name": "label"}])
-    (folder / "rest-large.body").write_bytes(large_body)
     batch_request = _infer_request(rows, "input", "FP32")
     single_request = _infer_request(digit[None], "image", "UINT8")
     for name, request in (("grpc-batch", batch_request), ("grpc-single", single_request)):
@@ -97,19 +93,10 @@ def loads(http_url: str, grpc_address: str, folder: Path) -> tuple[dict[str, tup
     grpc_url = f"http://{grpc_address}/{messages.SERVICE}/ModelInfer"
     grpc_headers = ("content-type: application/grpc", "te: trailers")
     v2_url = http_url.replace("/predict", "/v2/models/mnist/infer")
-    large = Load(
-        "V2 REST, binary",
-        v2_url,
-        folder / "rest-large.body",
-        ("content-type: application/octet-stream", f"inference-header-content-length: {large_header_length}"),
-        LARGE_ROWS,
-        h1=True,
-    )
+    large = _v2_binary_load(v2_url, folder / "rest-large.body", np.repeat(rows[:1], LARGE_ROWS, axis=0))
     return {
         f"batches of {ROWS} FP32 rows": (
-            Load("V2 REST, binary", v2_url, folder / "rest-batch.body",
-                 ("content-type: application/octet-stream", f"inference-header-content-length: {header_length}"),
-                 ROWS, h1=True),
+            _v2_binary_load(v2_url, folder / "rest-batch.body", rows),
             Load("gRPC, raw contents", grpc_url, folder / "grpc-batch.body", grpc_headers, ROWS, h1=False),
         ),
         "single digits": (
@@ -118,6 +105,14 @@ def loads(http_url: str, grpc_address: str, folder: Path) -> tuple[dict[str, tup
             Load("gRPC, UINT8 image", grpc_url, folder / "grpc-single.body", grpc_headers, 1, h1=False),
         ),
     }, large  # fmt: skip
+
+
+def _v2_binary_load(url: str, body: Path, rows: np.ndarray) -> Load:
+    """V2 REST infer with `rows` (FP32 [N, 784]) as binary tensor data, its body written to `body`."""
+    data, header_length = v2_binary_request(rows, [{"name": "label"}])
+    body.write_bytes(data)
+    headers = ("content-type: application/octet-stream", f"inference-header-content-length: {header_length}")
+    return Load("V2 REST, binary", url, body, headers, len(rows), h1=True)
 
 
 def _check_grpc(address: str, request: object) -> None:

@@ -42,17 +42,21 @@ class Architecture:
     logits_layer: str = "fc2"  # the linear layer whose outputs are the logits
 
 
-def feed_forward_serving_form(network: nn.Module, device: torch.device) -> ScoreFunction:
-    """onnxruntime on the CPU; on another device, the network's own tensor calls there."""
-    if device.type == "cpu":
-        return OnnxRuntimeScores(feed_forward_onnx_model(network))
-    return AddmmScores(network, device)
+def _onnxruntime_on_cpu(
+    onnx_model: Callable[[nn.Module], bytes], elsewhere: Callable[[nn.Module, torch.device], ScoreFunction]
+) -> Callable[[nn.Module, torch.device], ScoreFunction]:
+    """A serving form: the network's ONNX graph in onnxruntime on the CPU, `elsewhere` on another device."""
+
+    def serving_form(network: nn.Module, device: torch.device) -> ScoreFunction:
+        if device.type == "cpu":
+            return OnnxRuntimeScores(onnx_model(network))
+        return elsewhere(network, device)
+
+    return serving_form
 
 
-def _convnet_serving_form(network: nn.Module, device: torch.device) -> ScoreFunction:
-    if device.type == "cpu":
-        return OnnxRuntimeScores(convnet_onnx_model(network))
-    return ModuleScores(network, device)
+# The feed-forward networks (the classifier and the digit detector) run as tensor calls off the CPU.
+feed_forward_serving_form = _onnxruntime_on_cpu(feed_forward_onnx_model, AddmmScores)
 
 
 FEED_FORWARD = Architecture(
@@ -67,7 +71,7 @@ CONVOLUTIONAL = Architecture(
     parameter_names=("channels", "hidden_size"),
     build=ConvNet,
     describe=describe_convnet,
-    serving_form=_convnet_serving_form,
+    serving_form=_onnxruntime_on_cpu(convnet_onnx_model, ModuleScores),
 )
 ARCHITECTURES = {architecture.name: architecture for architecture in (FEED_FORWARD, CONVOLUTIONAL)}
 

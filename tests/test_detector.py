@@ -28,7 +28,7 @@ from training.detector import DetectorConfig, publish_with_detector, train_detec
 from training.nondigits import KINDS, non_digits
 
 MODELS = REPO_ROOT / "models"
-# The first version of each shipped model that carries a detector.
+# The shipped models; the version each serves by default carries a detector.
 WITH_DETECTOR = ("mnist", "mnist-cnn", "mnist-reference")
 SAMPLE_DIGITS = np.stack([np.asarray(Image.open(REPO_ROOT / "samples" / f"{digit}.png")) for digit in range(10)])
 NOISE = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)

@@ -50,7 +50,7 @@ class DetectorConfig:
     non_digits: int = 120_000
     held_out_digits: int = 10_000  # training digits set aside, on which the threshold is placed
     # Of those, the share the threshold keeps. Held-out training digits and MNIST test digits keep
-    # alike within about 0.1 point, so this keeps at least 99 % of test digits with a margin; each
+    # alike within about 0.2 points, so this keeps at least 99 % of test digits with a margin; each
     # point of margin costs about 3 points of non-digits turned away (the README has the figures).
     keep_share: float = 0.993
     augmentation: AugmentConfig = field(default_factory=lambda: AugmentConfig(low_resolution_probability=0.3))
