@@ -52,10 +52,13 @@ _rows, _cols = np.divmod(np.arange(INPUT_SIZE, dtype=np.float64), IMAGE_SIDE)
 # exact whatever order BLAS adds them in, so a digit deskews to the same bits alone or in a batch.
 _MOMENT_WEIGHTS = np.stack([np.ones_like(_rows), _rows, _cols, _rows * _rows, _rows * _cols], axis=1)
 # Rows are laid in a zero-filled band this wide, so a shift of up to a whole row either way (the
-# most MAX_SKEW allows) reads zeros beyond the digit; the flat index of each row's window:
+# most MAX_SKEW allows) reads zeros beyond the digit. Each row reads a window of source pixels one
+# longer than itself: the last is what its last pixel interpolates towards.
 _PAD = IMAGE_SIDE + 1
 _PADDED_SIDE = IMAGE_SIDE + 2 * _PAD
-_WINDOWS = (np.arange(IMAGE_SIDE) * _PADDED_SIDE + _PAD)[:, None] + np.arange(IMAGE_SIDE + 1)[None, :]
+_WINDOW = IMAGE_SIDE + 1
+_WINDOW_STARTS = _PADDED_SIDE - _WINDOW + 1
+_ROW_NUMBERS = np.arange(IMAGE_SIDE)[None, :]
 
 
 def deskew(inputs: np.ndarray) -> np.ndarray:
@@ -76,10 +79,12 @@ def deskew(inputs: np.ndarray) -> np.ndarray:
     fraction = (shifts - whole).astype(np.float32)[:, :, None]
     padded = np.zeros((count, IMAGE_SIDE, _PADDED_SIDE), dtype=np.float32)
     padded[:, :, _PAD : _PAD + IMAGE_SIDE] = inputs.reshape(count, IMAGE_SIDE, IMAGE_SIDE)
-    index = _WINDOWS + whole.astype(np.intp)[:, :, None]
-    if count > 1:
-        index += (np.arange(count) * (IMAGE_SIDE * _PADDED_SIDE))[:, None, None]
-    window = padded.reshape(-1)[index]  # each row's source pixels and the one after the last
+    # Every window of every padded row, as a strided view of `padded`; each row then takes its own
+    # window, which numpy copies in runs of pixels rather than pixel by pixel as a flat index would.
+    windows = np.ndarray(
+        (count, IMAGE_SIDE, _WINDOW_STARTS, _WINDOW), np.float32, padded, 0, padded.strides + padded.strides[2:]
+    )
+    window = windows[np.arange(count)[:, None], _ROW_NUMBERS, whole.astype(np.intp) + _PAD]
     left = window[..., :-1]
     deskewed = window[..., 1:] - left
     deskewed *= fraction
