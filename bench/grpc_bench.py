@@ -11,6 +11,10 @@ connections and duration, HTTP/1.1 for REST and h2c for gRPC, so the client's ow
   V2 REST requests of 2,000 FP32 rows (6.3 MB) one after another on one more connection, to see
   whether large requests starve small ones (their rows/s are reported too).
 
+The first two comparisons also load a floor (bench/bare_grpc.py): grpc.aio on the same event loop
+answering ModelInfer with the model call alone, none of the door's work, to show what any door
+built on grpc.aio could reach here.
+
 Rounds alternate the doors; the tables give medians. Each body is checked first with a real
 answer (gRPC's with this project's own messages), since h2load counts HTTP statuses only and a
 gRPC error is an HTTP 200.
@@ -20,6 +24,7 @@ Run: make bench-grpc, or .venv/bin/python bench/grpc_bench.py [--seconds S] [--r
 """
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -27,6 +32,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +49,10 @@ from harness import (  # noqa: E402
     WORK,
     digit_upload,
     free_port,
+    launch,
     serving,
     start_service,
+    stop_group,
     tree_cpu_seconds,
     v2_binary_request,
 )
@@ -53,11 +61,13 @@ from app.protocols.grpc import messages  # noqa: E402
 
 ROWS = 64
 LARGE_ROWS = 2000
+BARE_READY_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
 class Load:
-    """One request h2load repeats: where, its body, its headers, and the rows it carries."""
+    """One request h2load repeats: where, its body, its headers, the rows it carries, and the
+    process that answers it (whose CPU is counted)."""
 
     name: str
     url: str
@@ -65,6 +75,7 @@ class Load:
     headers: tuple[str, ...]
     rows: int
     h1: bool
+    server_pid: int
 
 
 def _grpc_frame(message: object) -> bytes:
@@ -79,40 +90,83 @@ def _infer_request(tensor: np.ndarray, name: str, datatype: str) -> object:
     return request
 
 
-def loads(http_url: str, grpc_address: str, folder: Path) -> tuple[dict[str, tuple[Load, Load]], Load]:
-    """Each comparison: the REST load and the gRPC load, with bodies written to `folder`; and the
-    large requests that the single digits are measured beside."""
+@dataclass(frozen=True)
+class Door:
+    """Where a server listens, and its process."""
+
+    address: str
+    pid: int
+
+
+def loads(rest: Door, grpc_door: Door, bare: Door, folder: Path) -> tuple[dict[str, tuple[Load, ...]], Load]:
+    """Each comparison: the REST load, the gRPC load and the bare gRPC floor's, with bodies written
+    to `folder`; and the large requests that the single digits are measured beside."""
     folder.mkdir(parents=True, exist_ok=True)
     digit = np.asarray(Image.open(DIGIT), dtype=np.uint8)
     rows = np.repeat((digit.reshape(1, 784) / np.float32(255)).astype(np.float32), ROWS, axis=0)
     batch_request = _infer_request(rows, "input", "FP32")
     single_request = _infer_request(digit[None], "image", "UINT8")
     for name, request in (("grpc-batch", batch_request), ("grpc-single", single_request)):
-        _check_grpc(grpc_address, request)
+        for door in (grpc_door, bare):
+            _check_grpc(door.address, request)
         (folder / f"{name}.body").write_bytes(_grpc_frame(request))
-    grpc_url = f"http://{grpc_address}/{messages.SERVICE}/ModelInfer"
     grpc_headers = ("content-type: application/grpc", "te: trailers")
-    v2_url = http_url.replace("/predict", "/v2/models/mnist/infer")
-    large = _v2_binary_load(v2_url, folder / "rest-large.body", np.repeat(rows[:1], LARGE_ROWS, axis=0))
+
+    def infer(door: Door, name: str, body: str, rows: int) -> Load:
+        url = f"http://{door.address}/{messages.SERVICE}/ModelInfer"
+        return Load(name, url, folder / body, grpc_headers, rows, h1=False, server_pid=door.pid)
+
+    v2_url = f"http://{rest.address}/v2/models/mnist/infer"
+    large = _v2_binary_load(v2_url, folder / "rest-large.body", np.repeat(rows[:1], LARGE_ROWS, axis=0), rest.pid)
     return {
         f"batches of {ROWS} FP32 rows": (
-            _v2_binary_load(v2_url, folder / "rest-batch.body", rows),
-            Load("gRPC, raw contents", grpc_url, folder / "grpc-batch.body", grpc_headers, ROWS, h1=False),
+            _v2_binary_load(v2_url, folder / "rest-batch.body", rows, rest.pid),
+            infer(grpc_door, "gRPC, raw contents", "grpc-batch.body", ROWS),
+            infer(bare, BARE, "grpc-batch.body", ROWS),
         ),
         "single digits": (
-            Load("REST /predict, PNG", http_url, digit_upload(),
-                 ("content-type: multipart/form-data; boundary=mnist-serve-bench-boundary",), 1, h1=True),
-            Load("gRPC, UINT8 image", grpc_url, folder / "grpc-single.body", grpc_headers, 1, h1=False),
+            Load("REST /predict, PNG", f"http://{rest.address}/predict", digit_upload(),
+                 ("content-type: multipart/form-data; boundary=mnist-serve-bench-boundary",), 1, h1=True,
+                 server_pid=rest.pid),
+            infer(grpc_door, "gRPC, UINT8 image", "grpc-single.body", 1),
+            infer(bare, BARE, "grpc-single.body", 1),
         ),
     }, large  # fmt: skip
 
 
-def _v2_binary_load(url: str, body: Path, rows: np.ndarray) -> Load:
+BARE = "bare grpc.aio, the model call only"
+
+
+def _v2_binary_load(url: str, body: Path, rows: np.ndarray, server_pid: int) -> Load:
     """V2 REST infer with `rows` (FP32 [N, 784]) as binary tensor data, its body written to `body`."""
     data, header_length = v2_binary_request(rows, [{"name": "label"}])
     body.write_bytes(data)
     headers = ("content-type: application/octet-stream", f"inference-header-content-length: {header_length}")
-    return Load("V2 REST, binary", url, body, headers, len(rows), h1=True)
+    return Load("V2 REST, binary", url, body, headers, len(rows), h1=True, server_pid=server_pid)
+
+
+@contextlib.contextmanager
+def bare_grpc(port: int) -> Iterator[Door]:
+    """bench/bare_grpc.py on 127.0.0.1:`port`, once it answers."""
+    log = WORK / "bare-grpc.log"
+    process = launch([sys.executable, "-m", "bench.bare_grpc"], log, {"GRPC_PORT": str(port)})
+    door = Door(f"127.0.0.1:{port}", process.pid)
+    try:
+        _wait_answers(door.address, process, log)
+        yield door
+    finally:
+        stop_group(process)
+
+
+def _wait_answers(address: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + BARE_READY_TIMEOUT_S
+    with grpc.insecure_channel(address) as channel:
+        ready = grpc.channel_ready_future(channel)
+        while process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(grpc.FutureTimeoutError):
+                ready.result(timeout=1)
+                return
+    raise SystemExit(f"the bare gRPC server did not start:\n{log.read_text()[-2000:]}")
 
 
 def _check_grpc(address: str, request: object) -> None:
@@ -180,20 +234,22 @@ def h2load_beside(load: Load, large: Load, seconds: int, connections: int) -> di
 
 
 def measure(arguments: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
-    grpc_port = free_port()
+    grpc_port, bare_port = free_port(), free_port()
     log = WORK / "grpc-bench.log"
     start = lambda: start_service("grpc", log, GRPC_PORT=str(grpc_port), WORKERS="1", LOG_LEVEL="warning")  # noqa: E731
     results: dict[str, dict[str, dict[str, float]]] = {}
-    with serving(start) as server:
-        comparisons, large = loads(server.url, f"127.0.0.1:{grpc_port}", WORK / "grpc-bodies")
-        single_digits = comparisons["single digits"]
-        plans = [(comparison, pair, None) for comparison, pair in comparisons.items()]
-        plans.append((f"single digits beside {LARGE_ROWS:,}-row requests", single_digits, large))
-        for comparison, pair, beside in plans:
-            runs: dict[str, list[dict[str, float]]] = {load.name: [] for load in pair}
+    with serving(start) as server, bare_grpc(bare_port) as bare:
+        pid = server.process.pid
+        rest = Door(server.url.removeprefix("http://").removesuffix("/predict"), pid)
+        comparisons, large = loads(rest, Door(f"127.0.0.1:{grpc_port}", pid), bare, WORK / "grpc-bodies")
+        plans = [(comparison, doors, None) for comparison, doors in comparisons.items()]
+        # Beside the large requests, only the service's own doors: the floor does not serve them.
+        plans.append((f"single digits beside {LARGE_ROWS:,}-row requests", comparisons["single digits"][:2], large))
+        for comparison, doors, beside in plans:
+            runs: dict[str, list[dict[str, float]]] = {load.name: [] for load in doors}
             for _ in range(arguments.rounds):
-                for load in pair:
-                    runs[load.name].append(_measured_run(server.process.pid, load, beside, arguments))
+                for load in doors:
+                    runs[load.name].append(_measured_run(load, beside, arguments))
             results[comparison] = {
                 name: {key: statistics.median(run[key] for run in done) for key in done[0]}
                 for name, done in runs.items()
@@ -201,15 +257,15 @@ def measure(arguments: argparse.Namespace) -> dict[str, dict[str, dict[str, floa
     return results
 
 
-def _measured_run(server_pid: int, load: Load, beside: Load | None, arguments: argparse.Namespace) -> dict[str, float]:
+def _measured_run(load: Load, beside: Load | None, arguments: argparse.Namespace) -> dict[str, float]:
     """One h2load run of `load` (beside a stream of `beside` requests, if given), with the images it
-    carried per second and per CPU-second of the server (the large requests' CPU included)."""
-    cpu_before = tree_cpu_seconds(server_pid)
+    carried per second and per CPU-second of its server (the large requests' CPU included)."""
+    cpu_before = tree_cpu_seconds(load.server_pid)
     if beside is None:
         run = h2load(load, arguments.seconds, arguments.connections, WORK / "h2load.log")
     else:
         run = h2load_beside(load, beside, arguments.seconds, arguments.connections)
-    cpu = tree_cpu_seconds(server_pid) - cpu_before
+    cpu = tree_cpu_seconds(load.server_pid) - cpu_before
     run["images_per_server_cpu_second"] = run["requests_per_second"] * arguments.seconds * load.rows / cpu
     run["images_per_second"] = run["requests_per_second"] * load.rows
     return run

@@ -197,22 +197,27 @@ def _group_alive(group: int) -> bool:
 
 def stop(server: Server) -> None:
     """SIGTERM to the server's whole process group, up to 20 s to exit gracefully, then SIGKILL."""
+    stop_group(server.process)
+    if server in RUNNING:
+        RUNNING.remove(server)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group `launch` started, up to 20 s to exit gracefully, then SIGKILL."""
     # The group, not just the process: `torchserve --foreground` exits on SIGTERM without passing it on
     # to its JVM, and LitServe's workers are processes of their own. The group's id is the server's
     # pid, which Linux does not hand out again while any member of the group lives.
-    group = server.process.pid
+    group = process.pid
     with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signal.SIGTERM)
     deadline = time.monotonic() + 20
     with contextlib.suppress(subprocess.TimeoutExpired):
-        server.process.wait(timeout=20)
+        process.wait(timeout=20)
     while _group_alive(group) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _group_alive(group):
         os.killpg(group, signal.SIGKILL)
-    server.process.wait()
-    if server in RUNNING:
-        RUNNING.remove(server)
+    process.wait()
 
 
 def measured(measure: Callable[[], None]) -> int:
