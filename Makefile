@@ -75,7 +75,7 @@ bench-grpc:  ## the Open Inference Protocol over gRPC against REST on one worker
 bench-peers:  ## /predict against KServe, TorchServe and LitServe serving the same network, with wrk (root: installs wrk)
 	@$(SETUP) train dev
 	scripts/system-deps.sh wrk
-	$(BIN)/python bench/peers_bench.py
+	$(BIN)/python bench/peers_bench.py $(ARGS)
 
 bench-robust:  ## predictions on MNIST test digits redrawn as people draw, write and photograph them
 	@$(SETUP) train dev

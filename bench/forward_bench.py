@@ -1,6 +1,7 @@
 """Each network's forward pass, several ways side by side in one process: the form the service runs
 it in (mnist_core.architectures), the nn.Module, a frozen TorchScript graph, and for the
-feed-forward networks (the classifier and the digit detector) the tensor calls they run as on CUDA.
+feed-forward networks (the classifier and the digit detector) the tensor calls they run as on CUDA;
+then the deskew step that the robust and cnn recipes' input contract puts before the network.
 
     .venv/bin/python bench/forward_bench.py
 
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mnist_core.architectures import CONVOLUTIONAL, FEED_FORWARD, DeclaredNetwork  # noqa: E402
-from mnist_core.contract import INPUT_SIZE  # noqa: E402
+from mnist_core.contract import INPUT_SIZE, deskew  # noqa: E402
 from mnist_core.convnet import DEFAULT_CHANNELS  # noqa: E402
 from mnist_core.convnet import DEFAULT_HIDDEN_SIZE as CONVNET_HIDDEN_SIZE  # noqa: E402
 from mnist_core.detector import DIGIT_DETECTOR  # noqa: E402
@@ -88,6 +89,11 @@ def main() -> None:
                     f"batch {batch:>2}  {name:<34} {microseconds:9.1f} us  {microseconds / batch:7.1f} us/image"
                     f"   max |score - module's| {difference:.1e}"
                 )
+    print("\ndeskew step (mnist_core.contract.deskew)")
+    for batch in (1, 4, 64, 2000):
+        inputs = np.random.default_rng(batch).random((batch, INPUT_SIZE), dtype=np.float32)
+        microseconds = _microseconds(deskew, inputs, max(20, 20_000 // batch))
+        print(f"batch {batch:>4}  {microseconds:9.1f} us  {microseconds / batch:7.1f} us/image")
 
 
 if __name__ == "__main__":

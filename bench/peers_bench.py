@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import (
+    BENCHMARKED_MODEL,
     CONNECTIONS,
     DIGIT,
     MULTIPART_TYPE,
@@ -193,9 +194,14 @@ def make_workspace(folder: Path) -> Workspace:
     return Workspace(folder, digit_upload(), kserve_json, python_path)
 
 
-def start_mnist_serve() -> Server:
-    """`python -m app` with its production settings (the defaults: access log and metrics on)."""
-    return start_service("mnist-serve", LOGS / "mnist-serve.log")
+def start_mnist_serve(served: str | None) -> Server:
+    """`python -m app` with its production settings (the defaults: access log and metrics on),
+    loaded at `served` ("model/version") or, with None, at the benchmarked model's newest version."""
+    if served is None:
+        return start_service("mnist-serve", LOGS / "mnist-serve.log")
+    model, version = served.split("/")
+    log = LOGS / "mnist-serve.log"
+    return start_service("mnist-serve", log, DEFAULT_MODEL=model, MODEL_VERSIONS=f"{model}={version}")
 
 
 def peer_env(work: Workspace) -> dict[str, str]:
@@ -328,7 +334,7 @@ def start_torchserve(python: Path, work: Workspace, store: Path, workers: int, b
 
 def compare_side_by_side(start_peer: Callable[[], Server], args: argparse.Namespace) -> dict:
     """mnist-serve and one peer both up, short warm-up each, then A B per round."""
-    with serving(start_mnist_serve) as ours, serving(start_peer) as theirs:
+    with serving(lambda: start_mnist_serve(args.served)) as ours, serving(start_peer) as theirs:
         return alternate(ours, theirs, args.rounds, args.seconds, ASGI_WARMUP_S)
 
 
@@ -348,7 +354,7 @@ def compare_torchserve(python: Path, work: Workspace, args: argparse.Namespace) 
     for _ in range(args.rounds):
         for config, settings in TORCHSERVE_CONFIGS.items():
             ours, theirs = runs[config]
-            ours.append(measure_alone(start_mnist_serve, args))
+            ours.append(measure_alone(lambda: start_mnist_serve(args.served), args))
             theirs.append(
                 measure_alone(lambda settings=settings: start_torchserve(python, work, store, **settings), args)
             )
@@ -427,9 +433,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per peer (and per TorchServe config)")
     parser.add_argument("--seconds", type=int, default=5, help="length of each measured wrk run")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "peers_results.json")
+    parser.add_argument(
+        "--served",
+        metavar="MODEL/VERSION",
+        help=f"the version mnist-serve answers with (default: {BENCHMARKED_MODEL} at its newest); "
+        "mnist-reference/1 does the peers' work: the seed's network, no deskew, no detector",
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds < 1:
         parser.error("--rounds and --seconds must be at least 1")
+    if args.served is not None and not re.fullmatch(r"[\w.-]+/\d+", args.served):
+        parser.error(f"--served takes MODEL/VERSION, such as mnist-reference/1, not {args.served!r}")
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (scripts/system-deps.sh wrk, or apt-get install wrk)", file=sys.stderr)
         return 1
@@ -444,6 +458,7 @@ def main() -> int:
             f"one at a time, each started fresh and warmed {TORCHSERVE_WARMUP_S} s"
         ),
         "weights": str(WEIGHTS.relative_to(REPO)),
+        "mnist_serve_answers_with": args.served or f"{BENCHMARKED_MODEL} at its newest version",
         "image": str(DIGIT.relative_to(REPO)),
         "mnist_serve_versions": own_versions(),
         "peers": {},
