@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import uvloop
 
-from app.inference.classifier import load_classifier, split_assessment
+from app.inference.classifier import DigitClassifier, load_classifier, split_assessment
 from app.protocols.grpc import messages
 from app.repository.layout import scan_repository
 
@@ -25,7 +25,7 @@ MODEL = "mnist"
 REQUEST, RESPONSE = messages.METHODS["ModelInfer"]
 
 
-def newest_classifier():
+def newest_classifier() -> DigitClassifier:
     newest = max((folder for folder in scan_repository(REPOSITORY) if folder.model == MODEL), key=lambda f: f.version)
     return load_classifier(newest.weights, "cpu", name=MODEL, version=newest.version)
 

@@ -112,9 +112,9 @@ def loads(rest: Door, grpc_door: Door, bare: Door, folder: Path) -> tuple[dict[s
         (folder / f"{name}.body").write_bytes(_grpc_frame(request))
     grpc_headers = ("content-type: application/grpc", "te: trailers")
 
-    def infer(door: Door, name: str, body: str, rows: int) -> Load:
+    def infer(door: Door, name: str, body: str, row_count: int) -> Load:
         url = f"http://{door.address}/{messages.SERVICE}/ModelInfer"
-        return Load(name, url, folder / body, grpc_headers, rows, h1=False, server_pid=door.pid)
+        return Load(name, url, folder / body, grpc_headers, row_count, h1=False, server_pid=door.pid)
 
     v2_url = f"http://{rest.address}/v2/models/mnist/infer"
     large = _v2_binary_load(v2_url, folder / "rest-large.body", np.repeat(rows[:1], LARGE_ROWS, axis=0), rest.pid)
@@ -152,13 +152,13 @@ def bare_grpc(port: int) -> Iterator[Door]:
     process = launch([sys.executable, "-m", "bench.bare_grpc"], log, {"GRPC_PORT": str(port)})
     door = Door(f"127.0.0.1:{port}", process.pid)
     try:
-        _wait_answers(door.address, process, log)
+        _wait_listening(door.address, process, log)
         yield door
     finally:
         stop_group(process)
 
 
-def _wait_answers(address: str, process: subprocess.Popen, log: Path) -> None:
+def _wait_listening(address: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + BARE_READY_TIMEOUT_S
     with grpc.insecure_channel(address) as channel:
         ready = grpc.channel_ready_future(channel)

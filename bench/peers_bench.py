@@ -197,10 +197,10 @@ def make_workspace(folder: Path) -> Workspace:
 def start_mnist_serve(served: str | None) -> Server:
     """`python -m app` with its production settings (the defaults: access log and metrics on),
     loaded at `served` ("model/version") or, with None, at the benchmarked model's newest version."""
-    if served is None:
-        return start_service("mnist-serve", LOGS / "mnist-serve.log")
-    model, version = served.split("/")
     log = LOGS / "mnist-serve.log"
+    if served is None:
+        return start_service("mnist-serve", log)
+    model, version = served.split("/")
     return start_service("mnist-serve", log, DEFAULT_MODEL=model, MODEL_VERSIONS=f"{model}={version}")
 
 
