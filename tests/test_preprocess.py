@@ -24,6 +24,7 @@ from mnist_core.contract import (
     DESKEW,
     IMAGE_SIDE,
     INPUT_SIZE,
+    MAX_SKEW,
     describe_contract,
     deskew,
     input_steps,
@@ -226,6 +227,40 @@ def test_deskew_gives_the_same_bits_alone_or_in_a_batch(mnist_test_split):
     batch = deskew(inputs)
     assert batch.dtype == np.float32
     assert np.array_equal(batch, np.concatenate([deskew(inputs[index : index + 1]) for index in range(300)]))
+
+
+def _deskewed_row_by_row(image: np.ndarray) -> np.ndarray:
+    """The contract's words, one row at a time with np.interp: each row read `skew x (row - centre
+    row)` columns along, zeros beyond the image, skew the covariance of row and column over the
+    variance of row, clamped to MAX_SKEW."""
+    rows, columns = np.indices(image.shape)
+    mass = image.sum()
+    centre_row, centre_column = (rows * image).sum() / mass, (columns * image).sum() / mass
+    covariance = ((rows - centre_row) * (columns - centre_column) * image).sum()
+    skew = np.clip(covariance / ((rows - centre_row) ** 2 * image).sum(), -MAX_SKEW, MAX_SKEW)
+    framed = np.arange(-1, IMAGE_SIDE + 1)
+    return np.stack([
+        np.interp(np.arange(IMAGE_SIDE) + skew * (row - centre_row), framed, np.pad(image[row], 1), left=0, right=0)
+        for row in range(IMAGE_SIDE)
+    ])  # fmt: skip
+
+
+def _corner_strokes() -> np.ndarray:
+    """Short diagonals in each corner: slants the clamp stops, centred on an edge row, so rows far
+    from the centre shift by most of the image's width."""
+    strokes = np.zeros((4, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    for step in range(4):
+        strokes[0, step, step] = strokes[1, step, IMAGE_SIDE - 1 - step] = 1.0
+        strokes[2, IMAGE_SIDE - 1 - step, step] = strokes[3, IMAGE_SIDE - 1 - step, IMAGE_SIDE - 1 - step] = 1.0
+    return strokes
+
+
+def test_deskew_does_what_the_contract_says_row_by_row(mnist_test_split):
+    digits = mnist_test_split.images[:200].numpy().astype(np.float32) / 255
+    images = np.concatenate([digits, _corner_strokes()])
+    expected = np.stack([_deskewed_row_by_row(image.astype(np.float64)) for image in images])
+    served = deskew(images.reshape(-1, INPUT_SIZE)).reshape(images.shape)
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-5)
 
 
 def test_deskew_leaves_blank_and_upright_inputs_alone():
